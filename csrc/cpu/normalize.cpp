@@ -1,0 +1,78 @@
+#include "cpu/normalize.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "half.h"
+
+namespace fastpanc::cpu {
+namespace {
+
+template <typename T>
+inline float load(const T* p) { return static_cast<float>(*p); }
+template <>
+inline float load<uint16_t>(const uint16_t* p) { return half_to_float(*p); }
+
+struct Bf16 { uint16_t v; };
+template <>
+inline float load<Bf16>(const Bf16* p) { return bf16_to_float(p->v); }
+
+template <typename In, typename Store>
+void run(const View4& x, std::uintptr_t out, float lo, float hi, float mean, float inv_std, Store store) {
+  const In* in = reinterpret_cast<const In*>(x.ptr);
+  const int64_t C = x.shape[0], Z = x.shape[1], Y = x.shape[2], X = x.shape[3];
+  const int64_t planes = C * Z;
+#pragma omp parallel for schedule(static)
+  for (int64_t cz = 0; cz < planes; ++cz) {
+    const int64_t c = cz / Z, z = cz % Z;
+    const In* base = in + c * x.stride[0] + z * x.stride[1];
+    int64_t o = cz * Y * X;
+    for (int64_t y = 0; y < Y; ++y) {
+      const In* row = base + y * x.stride[2];
+      for (int64_t i = 0; i < X; ++i, ++o) {
+        float v = load<In>(row + i * x.stride[3]);
+        v = std::min(std::max(v, lo), hi);  // NaN stays NaN through min/max order below
+        store(out, o, (v - mean) * inv_std);
+      }
+    }
+  }
+}
+
+template <typename In>
+void dispatch_out(const View4& x, std::uintptr_t out, DType od, float lo, float hi, float mean, float inv_std) {
+  switch (od) {
+    case DType::f32:
+      run<In>(x, out, lo, hi, mean, inv_std,
+              [](std::uintptr_t p, int64_t i, float v) { reinterpret_cast<float*>(p)[i] = v; });
+      break;
+    case DType::f16:
+      run<In>(x, out, lo, hi, mean, inv_std,
+              [](std::uintptr_t p, int64_t i, float v) { reinterpret_cast<uint16_t*>(p)[i] = float_to_half(v); });
+      break;
+    case DType::bf16:
+      run<In>(x, out, lo, hi, mean, inv_std,
+              [](std::uintptr_t p, int64_t i, float v) { reinterpret_cast<uint16_t*>(p)[i] = float_to_bf16(v); });
+      break;
+    default:
+      fail(std::string("ct_normalize: output dtype must be float32, float16 or bfloat16, got ") + dtype_name(od));
+  }
+}
+}  // namespace
+
+void ct_normalize(const View4& x, std::uintptr_t out, DType od, float lo, float hi, float mean, float std) {
+  if (!(std > 0.f)) fail("ct_normalize: std must be > 0");
+  const float inv = 1.0f / std;
+  switch (x.dtype) {
+    case DType::f32: dispatch_out<float>(x, out, od, lo, hi, mean, inv); break;
+    case DType::f64: dispatch_out<double>(x, out, od, lo, hi, mean, inv); break;
+    case DType::f16: dispatch_out<uint16_t>(x, out, od, lo, hi, mean, inv); break;
+    case DType::bf16: dispatch_out<Bf16>(x, out, od, lo, hi, mean, inv); break;
+    case DType::i16: dispatch_out<int16_t>(x, out, od, lo, hi, mean, inv); break;
+    case DType::i32: dispatch_out<int32_t>(x, out, od, lo, hi, mean, inv); break;
+    case DType::u8: dispatch_out<uint8_t>(x, out, od, lo, hi, mean, inv); break;
+    case DType::i8: dispatch_out<int8_t>(x, out, od, lo, hi, mean, inv); break;
+    default: fail(std::string("ct_normalize: unsupported input dtype ") + dtype_name(x.dtype));
+  }
+}
+
+}  // namespace fastpanc::cpu

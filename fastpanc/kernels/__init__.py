@@ -1,0 +1,1 @@
+"""Triton kernels. Importing this package needs Triton; fastpanc.ops imports it lazily."""

@@ -1,0 +1,82 @@
+"""CT normalisation (nnU-Net's ``CTNormalization``): clip to [lo, hi], subtract mean, divide by std, cast."""
+
+from __future__ import annotations
+
+import torch
+
+from fastpanc.ops import _backend as B
+
+_IN_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int16, torch.int32,
+              torch.uint8, torch.int8)
+_OUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def ct_normalize_reference(x: torch.Tensor, lo: float, hi: float, mean: float, std: float,
+                           out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The definition: ``((clip(x, lo, hi) - mean) / std).to(out_dtype)``, computed in float32."""
+    y = x.to(torch.float32).clamp(lo, hi)
+    return ((y - mean) * (1.0 / std)).to(out_dtype)
+
+
+def ct_normalize(
+    x: torch.Tensor,
+    lo: float,
+    hi: float,
+    mean: float,
+    std: float,
+    out_dtype: torch.dtype = torch.float32,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Normalise a CT volume in one pass.
+
+    Args:
+        x: ``(C, Z, Y, X)`` (or ``(Z, Y, X)``), any strides, float or integer dtype.
+        lo, hi: clipping window (nnU-Net: the 0.5 and 99.5 foreground percentiles).
+        mean, std: foreground mean and standard deviation; ``std`` must be > 0.
+        out_dtype: float32, float16 or bfloat16.
+        backend: ``auto``, ``reference``, ``cpu`` (C++/OpenMP), ``cuda`` or ``triton``.
+
+    Returns:
+        A contiguous tensor of ``x``'s shape and ``out_dtype`` on ``x``'s device.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"ct_normalize: expected a torch.Tensor, got {type(x).__name__}")
+    if out_dtype not in _OUT_DTYPES:
+        raise ValueError(f"ct_normalize: out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
+    if x.dtype not in _IN_DTYPES:
+        raise ValueError(f"ct_normalize: input dtype {x.dtype} is not supported; expected one of {_IN_DTYPES}")
+    if not (std > 0) or std != std:
+        raise ValueError(f"ct_normalize: std must be a positive number, got {std}")
+    if not lo <= hi:
+        raise ValueError(f"ct_normalize: expected lo <= hi, got lo={lo}, hi={hi}")
+    if x.dim() > 4 or x.dim() < 1:
+        raise ValueError(f"ct_normalize: expected 1 to 4 dims (C, Z, Y, X), got shape {tuple(x.shape)}")
+
+    name = B.choose(
+        "ct_normalize",
+        backend,
+        {
+            "reference": lambda: None,
+            "cpu": lambda: B.cpu_reason(x, dtypes=_IN_DTYPES),
+            "cuda": lambda: B.cuda_reason(x, dtypes=_IN_DTYPES),
+            "triton": lambda: B.triton_reason(x),
+        },
+        B.auto_order(x.device, cpu=["cpu"], cuda=["triton", "cuda"]),
+    )
+    if name == "reference":
+        return ct_normalize_reference(x, lo, hi, mean, std, out_dtype)
+    if name == "triton":
+        from fastpanc.kernels.normalize import ct_normalize_triton
+
+        return ct_normalize_triton(x, lo, hi, mean, std, out_dtype)
+    ext = B.extension()
+    out = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+    if out.numel() == 0:
+        return out
+    args = (*B.view_args(x), out.data_ptr(), B.DTYPE_CODES[out_dtype], float(lo), float(hi), float(mean),
+            float(std))
+    if name == "cpu":
+        ext.ct_normalize_cpu(*args)
+    else:
+        ext.ct_normalize_cuda(*args, B.cuda_stream(x))
+    return out

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastpanc.ops import BackendUnavailableError, ct_normalize, ct_normalize_reference
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.int16, torch.uint8, torch.int32]
+
+
+def _input(shape, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g) * 300 + 40
+    if dtype.is_floating_point:
+        return x.to(dtype)
+    info = torch.iinfo(dtype)
+    return x.clamp(info.min, info.max).to(dtype)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_matches_reference(backend, dtype, out_dtype):
+    x = _input((2, 5, 7, 33), dtype)
+    args = (-56.0, 180.0, 74.06, 44.36, out_dtype)
+    want = ct_normalize_reference(x, *args)
+    got = ct_normalize(x, *args, backend=backend)
+    assert got.dtype == out_dtype and got.shape == x.shape
+    torch.testing.assert_close(got.float(), want.float(), 
+                               **({"rtol": 0, "atol": 0} if out_dtype == torch.float32 else {"rtol": 8e-3, "atol": 1e-2}))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 9), min_size=3, max_size=4),
+    perm_seed=st.integers(0, 100),
+    lo=st.floats(-500, 0),
+    width=st.floats(1, 800),
+)
+def test_non_contiguous_random(shape, perm_seed, lo, width):
+    g = torch.Generator().manual_seed(perm_seed)
+    x = torch.randn(shape, generator=g) * 200
+    perm = torch.randperm(len(shape), generator=g).tolist()
+    xt = x.permute(perm)  # strided view
+    want = ct_normalize_reference(xt, lo, lo + width, 10.0, 3.0)
+    for backend in ("cpu", "triton"):
+        torch.testing.assert_close(ct_normalize(xt, lo, lo + width, 10.0, 3.0, backend=backend), want)
+
+
+def test_nan_propagates_like_reference():
+    x = torch.tensor([[[[float("nan"), 1000.0, -1000.0, 5.0]]]])
+    want = ct_normalize_reference(x, -1, 1, 0, 1)
+    for backend in ("cpu", "triton"):
+        torch.testing.assert_close(ct_normalize(x, -1, 1, 0, 1, backend=backend), want, equal_nan=True)
+
+
+def test_explicit_cuda_backend_says_why():
+    with pytest.raises(BackendUnavailableError, match="cuda"):
+        ct_normalize(torch.zeros(1, 2, 2, 2), 0, 1, 0, 1, backend="cuda")
+
+
+def test_bad_arguments_are_value_errors():
+    x = torch.zeros(1, 2, 2, 2)
+    with pytest.raises(ValueError, match="std"):
+        ct_normalize(x, 0, 1, 0, 0.0)
+    with pytest.raises(ValueError, match="lo <= hi"):
+        ct_normalize(x, 2, 1, 0, 1.0)
+    with pytest.raises(ValueError, match="out_dtype"):
+        ct_normalize(x, 0, 1, 0, 1.0, out_dtype=torch.int16)
+    with pytest.raises(ValueError, match="unknown backend"):
+        ct_normalize(x, 0, 1, 0, 1.0, backend="gpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_cuda_backends_match_reference(backend, cuda_ok):
+    x = _input((1, 17, 31, 45), torch.int16).cuda().transpose(2, 3)
+    want = ct_normalize_reference(x.cpu(), -56, 180, 74, 44)
+    torch.testing.assert_close(ct_normalize(x, -56, 180, 74, 44, backend=backend).cpu(), want)
