@@ -154,6 +154,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt-subtypes", help="subtype_mapping.json (or CSV) of the reference")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--tolerance-mm", type=float, default=2.0, help="normalised surface Dice tolerance")
+    p.add_argument("--images", help="folder of the CT images ({CASE}_0000.nii.gz) to draw the overlays on")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -168,6 +169,10 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=float, default=10.0, help="time budget of the whole demo")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cases", type=int, default=16, help="synthetic training cases (default 16)")
+    p.add_argument("--heldout-cases", type=int, default=6, help="synthetic held-out cases to evaluate (default 6)")
+    p.add_argument("--size-scale", type=float, default=0.5,
+                   help="field-of-view scale of the synthetic CT (default 0.5; 1.0 gives real-like crop sizes)")
 
 
 def _run_demo(args: argparse.Namespace) -> int:

@@ -6,11 +6,50 @@ The pure-torch reference of each op is its definition; every other backend is te
 from __future__ import annotations
 
 from fastpanc.ops._backend import BackendUnavailableError, slow_paths_taken
+from fastpanc.ops.aggregate import accumulate, accumulate_reference, finalize, finalize_reference
+from fastpanc.ops.crop import (
+    bounding_box,
+    bounding_box_reference,
+    crop_pad,
+    crop_pad_reference,
+    nonzero_bounding_box,
+    paste,
+    paste_reference,
+)
 from fastpanc.ops.normalize import ct_normalize, ct_normalize_reference
+from fastpanc.ops.resample import (
+    compute_new_shape,
+    resample,
+    resample_labels,
+    resample_labels_reference,
+    resample_reference,
+    separate_z_axis,
+)
+from fastpanc.ops.sliding_window import gaussian_map, sliding_window_starts, window_slices
 
 __all__ = [
     "BackendUnavailableError",
     "slow_paths_taken",
     "ct_normalize",
     "ct_normalize_reference",
+    "resample",
+    "resample_reference",
+    "resample_labels",
+    "resample_labels_reference",
+    "separate_z_axis",
+    "compute_new_shape",
+    "bounding_box",
+    "bounding_box_reference",
+    "nonzero_bounding_box",
+    "crop_pad",
+    "crop_pad_reference",
+    "paste",
+    "paste_reference",
+    "sliding_window_starts",
+    "window_slices",
+    "gaussian_map",
+    "accumulate",
+    "accumulate_reference",
+    "finalize",
+    "finalize_reference",
 ]

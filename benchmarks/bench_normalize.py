@@ -1,0 +1,103 @@
+"""CT normalisation of a real test image: fastpanc.ops.ct_normalize against nnU-Net v2's CTNormalization.
+
+nnU-Net's ``CTNormalization.run`` (numpy, in place: clip, subtract, divide) runs on the same image with
+the intensity properties of the real plans (../shared/data/real/plans). It modifies its input, so each of
+its rounds gets a fresh copy made outside the timed region. fastpanc writes a new float32 array (its
+allocation is timed). On CUDA nnU-Net still normalises with numpy on the CPU (that is what it does); the
+GPU row compares that with fastpanc on a CUDA tensor and also lists a torch-on-GPU equivalent.
+
+    pytest benchmarks/bench_normalize.py --benchmark-enable -s
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _record import record  # noqa: E402
+
+from fastpanc.ops import ct_normalize  # noqa: E402
+
+COMMAND = "pytest benchmarks/bench_normalize.py --benchmark-enable -s"
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")),
+]
+
+
+def timings(fn: Callable[..., object], setup: Callable[[], object] | None = None, rounds: int = 15,
+            sync: bool = False) -> tuple[float, float]:
+    """(min, median) wall time of ``fn`` over ``rounds`` after one warm-up; ``setup`` runs untimed before
+    each round and its result is passed to ``fn``. The minimum is the number recorded: on a shared
+    2-core machine the median mostly measures the other processes."""
+    times = []
+    for i in range(rounds + 1):
+        arg = setup() if setup is not None else None
+        if sync:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn() if setup is None else fn(arg)
+        if sync:
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return min(times), statistics.median(times)
+
+
+def _largest_test_image(shared_data: Path) -> tuple[str, np.ndarray]:
+    sitk = pytest.importorskip("SimpleITK", reason="SimpleITK reads the real CT test images")
+    best = None
+    for p in sorted((shared_data / "real" / "test_images").glob("*_0000.nii.gz")):
+        size = int(np.prod(sitk.ReadImage(str(p)).GetSize()))  # reads the header and voxels; small files
+        if best is None or size > best[0]:
+            best = (size, p)
+    if best is None:
+        pytest.skip(f"no test images in {shared_data / 'real' / 'test_images'}")
+    path = best[1]
+    return path.name, sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)[None]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_ct_normalize_vs_nnunet(benchmark, shared_data, device):
+    norm = pytest.importorskip(
+        "nnunetv2.preprocessing.normalization.default_normalization_schemes", reason="nnunetv2 is the baseline"
+    )
+    plans = json.loads((shared_data / "real" / "plans" / "nnUNetResEncUNetMPlans.json").read_text())
+    props = plans["foreground_intensity_properties_per_channel"]["0"]
+    name, image = _largest_test_image(shared_data)  # (1, Z, Y, X) float32
+    lo, hi = props["percentile_00_5"], props["percentile_99_5"]
+    mean, std = props["mean"], props["std"]
+
+    scheme = norm.CTNormalization(use_mask_for_norm=False, intensityproperties=props, target_dtype=np.float32)
+    want = scheme.run(image.copy())
+    base_min, base_med = timings(lambda a: scheme.run(a), setup=image.copy)
+
+    x = torch.from_numpy(image).to(device)
+    sync = device == "cuda"
+    got = ct_normalize(x, lo, hi, mean, std)
+    np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
+    fast_min, fast_med = timings(lambda: ct_normalize(x, lo, hi, mean, std), sync=sync)
+    extra = {"image": name, "shape": list(image.shape), "voxels": int(image.size),
+             "threads": torch.get_num_threads(), "timing": "min of 15 rounds after a warm-up",
+             "baseline_median_s": base_med, "fastpanc_median_s": fast_med}
+    if device == "cuda":
+        def torch_eager():
+            return ((x.clamp(lo, hi) - mean) / std).float()
+
+        extra["torch_eager_cuda_min_s"] = timings(torch_eager, sync=True)[0]
+        extra["fastpanc_cuda_backend_min_s"] = timings(
+            lambda: ct_normalize(x, lo, hi, mean, std, backend="cuda"), sync=True)[0]
+    record("kernel_ct_normalize", base_min, fast_min, COMMAND, device=device, extra=extra)
+    if sync:
+        benchmark.pedantic(lambda: (ct_normalize(x, lo, hi, mean, std), torch.cuda.synchronize()), rounds=10)
+    else:
+        benchmark.pedantic(lambda: ct_normalize(x, lo, hi, mean, std), rounds=10)

@@ -1,0 +1,309 @@
+// CPU (OpenMP) resampling: one pass per axis, each pass prefilters (order 3) and interpolates tiles of lines.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#include "cpu/resample.h"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "half.h"
+
+namespace fastpanc::cpu {
+namespace {
+
+struct Bf16 {
+  uint16_t v;
+};
+struct F16 {
+  uint16_t v;
+};
+
+inline float load(const float* p) { return *p; }
+inline float load(const double* p) { return static_cast<float>(*p); }
+inline float load(const int16_t* p) { return static_cast<float>(*p); }
+inline float load(const int32_t* p) { return static_cast<float>(*p); }
+inline float load(const uint8_t* p) { return static_cast<float>(*p); }
+inline float load(const int8_t* p) { return static_cast<float>(*p); }
+inline float load(const F16* p) { return half_to_float(p->v); }
+inline float load(const Bf16* p) { return bf16_to_float(p->v); }
+
+inline void store(float* p, float v) { *p = v; }
+inline void store(F16* p, float v) { p->v = float_to_half(v); }
+inline void store(Bf16* p, float v) { p->v = float_to_bf16(v); }
+
+// Per-axis tap table: n_out x (order + 1) indices (into the padded line for order 3) and float32 weights.
+struct TapTable {
+  int ntap = 0;
+  std::vector<int64_t> idx;
+  std::vector<float> w;
+};
+
+TapTable make_taps(int64_t n_in, int64_t n_out, int order) {
+  TapTable t;
+  t.ntap = order + 1;
+  t.idx.resize(n_out * t.ntap);
+  t.w.resize(n_out * t.ntap);
+  int64_t idx[4];
+  double w[4];
+  for (int64_t k = 0; k < n_out; ++k) {
+    rs::axis_taps(k, n_in, n_out, order, idx, w);
+    for (int h = 0; h < t.ntap; ++h) {
+      t.idx[k * t.ntap + h] = idx[h];
+      t.w[k * t.ntap + h] = static_cast<float>(w[h]);
+    }
+  }
+  return t;
+}
+
+// Cubic B-spline prefilter of `len` rows of T lanes (row r at buf + r * T), scipy's "reflect" initialisation.
+// Terms of the initial sum below |pole|^40 (~1e-23) are dropped.
+void prefilter_rows(float* buf, int64_t len, int64_t T, int64_t nt) {
+  const float z = static_cast<float>(rs::kPole);
+  const float gain = static_cast<float>((1.0 - rs::kPole) * (1.0 - 1.0 / rs::kPole));
+  for (int64_t r = 0; r < len; ++r)
+    for (int64_t t = 0; t < nt; ++t) buf[r * T + t] *= gain;
+  if (len == 1) return;
+  const int64_t K = std::min<int64_t>(len, 40);
+  const double zn_d = len <= 40 ? std::pow(rs::kPole, static_cast<double>(len)) : 0.0;
+  const float zn = static_cast<float>(zn_d);
+  const float scale = static_cast<float>(rs::kPole / (1.0 - zn_d * zn_d));
+  float acc[64];
+  for (int64_t t = 0; t < nt; ++t) acc[t] = 0.f;
+  double zi = 1.0;
+  for (int64_t i = 0; i < K; ++i) {
+    const float zf = static_cast<float>(zi);
+    const float* a = buf + i * T;
+    const float* b = buf + (len - 1 - i) * T;
+    for (int64_t t = 0; t < nt; ++t) acc[t] += zf * (a[t] + zn * b[t]);
+    zi *= rs::kPole;
+  }
+  for (int64_t t = 0; t < nt; ++t) buf[t] += acc[t] * scale;
+  for (int64_t r = 1; r < len; ++r) {
+    float* c = buf + r * T;
+    const float* p = c - T;
+    for (int64_t t = 0; t < nt; ++t) c[t] += z * p[t];
+  }
+  const float last = z / (z - 1.f);
+  for (int64_t t = 0; t < nt; ++t) buf[(len - 1) * T + t] *= last;
+  for (int64_t r = len - 2; r >= 0; --r) {
+    float* c = buf + r * T;
+    const float* nx = c + T;
+    for (int64_t t = 0; t < nt; ++t) c[t] = z * (nx[t] - c[t]);
+  }
+}
+
+template <typename In, typename Out>
+void axis_pass(const View4& in, Out* out, int dim, int64_t m, int order, int clip_mode, int clip_dim,
+               const float* lo, const float* hi) {
+  const In* src = reinterpret_cast<const In*>(in.ptr);
+  const int64_t n = in.shape[dim];
+  int64_t A = 1, B = 1;
+  for (int d = 0; d < dim; ++d) A *= in.shape[d];
+  for (int d = dim + 1; d < 4; ++d) B *= in.shape[d];
+  const TapTable taps = make_taps(n, m, order);
+  const int ntap = taps.ntap;
+  const int64_t pad = order == 3 ? rs::kPad : 0;
+  const int64_t len = n + 2 * pad;
+  const int64_t T = B == 1 ? 1 : 64;
+  const int64_t tiles = (B + T - 1) / T;
+  const int64_t tasks = A * tiles;
+  const int64_t s_axis = in.stride[dim];
+
+#pragma omp parallel
+  {
+    std::vector<float> buf(len * T);
+    int64_t ioff[64];
+    float clo[64], chi[64];
+    float acc[64];
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t a = task / tiles, b0 = (task % tiles) * T, nt = std::min(T, B - b0);
+      int64_t index[4] = {0, 0, 0, 0};
+      int64_t rem = a;
+      for (int d = dim - 1; d >= 0; --d) {
+        index[d] = rem % in.shape[d];
+        rem /= in.shape[d];
+      }
+      int64_t base = 0;
+      for (int d = 0; d < dim; ++d) base += index[d] * in.stride[d];
+      // offsets (and clip bounds) of the tile's lanes
+      for (int64_t t = 0; t < nt; ++t) {
+        int64_t r = b0 + t, off = 0;
+        int64_t lane[4] = {index[0], index[1], index[2], index[3]};
+        for (int d = 3; d > dim; --d) {
+          lane[d] = r % in.shape[d];
+          r /= in.shape[d];
+          off += lane[d] * in.stride[d];
+        }
+        ioff[t] = off;
+        if (clip_mode == 1) {
+          clo[t] = lo[lane[0]];
+          chi[t] = hi[lane[0]];
+        } else if (clip_mode == 2) {
+          const int64_t k = lane[0] * in.shape[clip_dim] + lane[clip_dim];
+          clo[t] = lo[k];
+          chi[t] = hi[k];
+        }
+      }
+      bool contiguous = true;
+      for (int64_t t = 1; t < nt; ++t) contiguous = contiguous && ioff[t] == ioff[0] + t;
+      // load the tile's lines (rows k = sample along `dim`, lanes t)
+      for (int64_t k = 0; k < n; ++k) {
+        const In* row = src + base + k * s_axis;
+        float* dst = buf.data() + (k + pad) * T;
+        if (contiguous) {
+          row += ioff[0];
+          for (int64_t t = 0; t < nt; ++t) dst[t] = load(row + t);
+        } else {
+          for (int64_t t = 0; t < nt; ++t) dst[t] = load(row + ioff[t]);
+        }
+      }
+      if (order == 3) {
+        for (int64_t k = 0; k < pad; ++k) {
+          std::copy_n(buf.data() + pad * T, nt, buf.data() + k * T);
+          std::copy_n(buf.data() + (pad + n - 1) * T, nt, buf.data() + (pad + n + k) * T);
+        }
+        prefilter_rows(buf.data(), len, T, nt);
+      }
+      for (int64_t j = 0; j < m; ++j) {
+        for (int64_t t = 0; t < nt; ++t) acc[t] = 0.f;
+        for (int h = 0; h < ntap; ++h) {
+          const float w = taps.w[j * ntap + h];
+          const float* s = buf.data() + taps.idx[j * ntap + h] * T;
+          for (int64_t t = 0; t < nt; ++t) acc[t] += w * s[t];
+        }
+        if (clip_mode != 0)
+          for (int64_t t = 0; t < nt; ++t) acc[t] = std::min(std::max(acc[t], clo[t]), chi[t]);
+        Out* o = out + (a * m + j) * B + b0;
+        for (int64_t t = 0; t < nt; ++t) store(o + t, acc[t]);
+      }
+    }
+  }
+}
+
+template <typename In>
+void by_out(const View4& in, std::uintptr_t out, DType od, int dim, int64_t m, int order, int clip_mode,
+            int clip_dim, const float* lo, const float* hi) {
+  switch (od) {
+    case DType::f32:
+      axis_pass<In>(in, reinterpret_cast<float*>(out), dim, m, order, clip_mode, clip_dim, lo, hi);
+      break;
+    case DType::f16:
+      axis_pass<In>(in, reinterpret_cast<F16*>(out), dim, m, order, clip_mode, clip_dim, lo, hi);
+      break;
+    case DType::bf16:
+      axis_pass<In>(in, reinterpret_cast<Bf16*>(out), dim, m, order, clip_mode, clip_dim, lo, hi);
+      break;
+    default:
+      fail(std::string("resample: output dtype must be float32, float16 or bfloat16, got ") + dtype_name(od));
+  }
+}
+
+template <typename L>
+void labels_pass(const View4& in, L* out, const int64_t os[3], int kind, int axis) {
+  const L* src = reinterpret_cast<const L*>(in.ptr);
+  const int64_t C = in.shape[0];
+  // per axis: taps i0/i1 with float64 weights w0/w1 (order 1) and the nearest index
+  std::vector<int64_t> i0[3], i1[3], nn[3];
+  std::vector<double> w0[3], w1[3];
+  for (int d = 0; d < 3; ++d) {
+    const int64_t n = in.shape[d + 1], m = os[d];
+    i0[d].resize(m), i1[d].resize(m), nn[d].resize(m), w0[d].resize(m), w1[d].resize(m);
+    int64_t idx[2];
+    double w[2];
+    for (int64_t k = 0; k < m; ++k) {
+      rs::axis_taps(k, n, m, 1, idx, w);
+      i0[d][k] = idx[0], i1[d][k] = idx[1], w0[d][k] = w[0], w1[d][k] = w[1];
+      rs::axis_taps(k, n, m, 0, idx, w);
+      nn[d][k] = idx[0];
+    }
+  }
+  const int64_t s0 = in.stride[0], s1 = in.stride[1], s2 = in.stride[2], s3 = in.stride[3];
+#pragma omp parallel for collapse(3) schedule(static)
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t z = 0; z < os[0]; ++z)
+      for (int64_t y = 0; y < os[1]; ++y) {
+        const L* sc = src + c * s0;
+        L* o = out + ((c * os[0] + z) * os[1] + y) * os[2];
+        if (kind == rs::kNearest) {
+          const L* row = sc + nn[0][z] * s1 + nn[1][y] * s2;
+          for (int64_t x = 0; x < os[2]; ++x) o[x] = row[nn[2][x] * s3];
+        } else if (kind == rs::kLinearArgmax) {
+          const int64_t zi[2] = {i0[0][z] * s1, i1[0][z] * s1}, yi[2] = {i0[1][y] * s2, i1[1][y] * s2};
+          const double zw[2] = {w0[0][z], w1[0][z]}, yw[2] = {w0[1][y], w1[1][y]};
+          const L* nrow = sc + nn[0][z] * s1 + nn[1][y] * s2;
+          for (int64_t x = 0; x < os[2]; ++x) {
+            const int64_t xi[2] = {i0[2][x] * s3, i1[2][x] * s3};
+            const double xw[2] = {w0[2][x], w1[2][x]};
+            L v[8];
+            double t[8];
+            int q = 0;
+            for (int a = 0; a < 2; ++a)
+              for (int b = 0; b < 2; ++b)
+                for (int e = 0; e < 2; ++e, ++q) {
+                  v[q] = sc[zi[a] + yi[b] + xi[e]];
+                  t[q] = rs::dmul(rs::dmul(zw[a], yw[b]), xw[e]);
+                }
+            o[x] = rs::label_argmax_nearest(v, t, 8, nrow[nn[2][x] * s3]);
+          }
+        } else {
+          const int64_t pos[3] = {z, y, 0};
+          for (int64_t x = 0; x < os[2]; ++x) {
+            int64_t p[3] = {pos[0], pos[1], x};
+            const int64_t k = p[axis];
+            p[axis] = i0[axis][k];
+            const L a = sc[p[0] * s1 + p[1] * s2 + p[2] * s3];
+            p[axis] = i1[axis][k];
+            const L b = sc[p[0] * s1 + p[1] * s2 + p[2] * s3];
+            o[x] = rs::label_threshold_pair(a, b, w0[axis][k], w1[axis][k]);
+          }
+        }
+      }
+}
+
+}  // namespace
+
+void resample_axis(const View4& in, std::uintptr_t out, DType od, int dim, int64_t m, int order, int clip_mode,
+                   int clip_dim, const float* lo, const float* hi) {
+  if (dim < 1 || dim > 3) fail("resample: dim must be 1, 2 or 3 (Z, Y, X)");
+  if (order != 0 && order != 1 && order != 3) fail("resample: order must be 0, 1 or 3");
+  if (m < 1 || in.shape[dim] < 1) fail("resample: sizes must be >= 1");
+  if (clip_mode == 2 && (clip_dim < 1 || clip_dim > 3 || clip_dim == dim)) fail("resample: bad clip_dim");
+  switch (in.dtype) {
+    case DType::f32: by_out<float>(in, out, od, dim, m, order, clip_mode, clip_dim, lo, hi); break;
+    case DType::f64: by_out<double>(in, out, od, dim, m, order, clip_mode, clip_dim, lo, hi); break;
+    case DType::f16: by_out<F16>(in, out, od, dim, m, order, clip_mode, clip_dim, lo, hi); break;
+    case DType::bf16: by_out<Bf16>(in, out, od, dim, m, order, clip_mode, clip_dim, lo, hi); break;
+    case DType::i16: by_out<int16_t>(in, out, od, dim, m, order, clip_mode, clip_dim, lo, hi); break;
+    case DType::i32: by_out<int32_t>(in, out, od, dim, m, order, clip_mode, clip_dim, lo, hi); break;
+    case DType::u8: by_out<uint8_t>(in, out, od, dim, m, order, clip_mode, clip_dim, lo, hi); break;
+    case DType::i8: by_out<int8_t>(in, out, od, dim, m, order, clip_mode, clip_dim, lo, hi); break;
+    default: fail(std::string("resample: unsupported input dtype ") + dtype_name(in.dtype));
+  }
+}
+
+void resample_labels(const View4& in, std::uintptr_t out, const int64_t os[3], int kind, int axis) {
+  if (kind < 0 || kind > 2) fail("resample_labels: kind must be 0 (nearest), 1 (linear) or 2 (linear z threshold)");
+  if (kind == rs::kLinearThreshold) {
+    if (axis < 0 || axis > 2) fail("resample_labels: axis must be 0, 1 or 2");
+    for (int d = 0; d < 3; ++d)
+      if (d != axis && os[d] != in.shape[d + 1]) fail("resample_labels: the threshold pass may resize only `axis`");
+  }
+  for (int d = 0; d < 3; ++d)
+    if (os[d] < 1 || in.shape[d + 1] < 1) fail("resample_labels: sizes must be >= 1");
+  switch (in.dtype) {
+    case DType::u8: labels_pass<uint8_t>(in, reinterpret_cast<uint8_t*>(out), os, kind, axis); break;
+    case DType::i8: labels_pass<int8_t>(in, reinterpret_cast<int8_t*>(out), os, kind, axis); break;
+    case DType::i16: labels_pass<int16_t>(in, reinterpret_cast<int16_t*>(out), os, kind, axis); break;
+    case DType::i32: labels_pass<int32_t>(in, reinterpret_cast<int32_t*>(out), os, kind, axis); break;
+    case DType::i64: labels_pass<int64_t>(in, reinterpret_cast<int64_t*>(out), os, kind, axis); break;
+    default: fail(std::string("resample_labels: labels must be an integer dtype, got ") + dtype_name(in.dtype));
+  }
+}
+
+}  // namespace fastpanc::cpu

@@ -1,0 +1,1 @@
+"""Datasets: image IO, conversion, synthetic cohorts, fingerprint and planning, preprocessing."""

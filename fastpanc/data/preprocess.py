@@ -1,0 +1,214 @@
+"""``fastpanc preprocess``: every training case of a raw dataset through :func:`preprocess_case`, in parallel.
+
+Output folder (the trainer's input; DEVELOPERS.md fixes the format): ``plans.json``, ``dataset.json``,
+``subtype_mapping.json`` and ``splits_final.json`` copied in, and per case ``{CASE}.npy`` (float32
+``(C, Z, Y, X)``), ``{CASE}_seg.npy`` (int8 ``(1, Z, Y, X)``) and ``{CASE}.json`` (properties). Every file is
+written to a temporary name and moved into place; the JSON is written last, so a case whose JSON exists
+is finished and a rerun skips it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from fastpanc.data.preprocess_case import preprocess_case
+from fastpanc.data.raw_dataset import RawCase, label_values, load_dataset_json, load_json_file, training_cases
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PreprocessJob", "preprocess_case", "preprocess_dataset", "preprocess_command", "case_finished"]
+
+
+@dataclass(frozen=True)
+class PreprocessJob:
+    """Everything a worker needs for one case (picklable for spawned workers)."""
+
+    case: RawCase
+    out_dir: Path
+    plans_config: dict[str, Any]
+    intensity_props: dict[str, dict[str, float]]
+    transpose_forward: tuple[int, ...]
+    labels: tuple[int, ...]
+    subtype: int | None
+
+
+def case_finished(out_dir: Path, case: str) -> bool:
+    """A case is finished when its properties JSON exists (it is written after both arrays)."""
+    return (
+        (out_dir / f"{case}.json").is_file()
+        and (out_dir / f"{case}.npy").is_file()
+        and (out_dir / f"{case}_seg.npy").is_file()
+    )
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(array))
+    os.replace(tmp, path)
+
+
+def _save_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def run_job(job: PreprocessJob) -> None:
+    """Read, preprocess and write one case."""
+    from fastpanc.data.io import read_case, read_labels
+
+    if job.case.label is None:
+        raise FileNotFoundError(
+            f"label file missing: labelsTr/{job.case.name}{''.join(job.case.images[0].suffixes)}"
+        )
+    image, geometry = read_case(job.case.images)
+    labels, lab_geometry = read_labels(job.case.label, job.labels)
+    if labels.shape != image.shape[1:]:
+        raise ValueError(f"image (Z, Y, X) {image.shape[1:]} and label {labels.shape} differ in shape")
+    why = geometry.mismatch(lab_geometry)
+    if why is not None:
+        raise ValueError(f"image and label differ in geometry: {why}")
+    fg = [v for v in job.labels if v != 0]
+    data, seg, props = preprocess_case(
+        image,
+        geometry,
+        job.plans_config,
+        job.intensity_props,
+        labels,
+        transpose_forward=job.transpose_forward,
+        foreground_labels=fg,
+    )
+    props["class_locations"] = {str(k): v.tolist() for k, v in props["class_locations"].items()}
+    props["case"] = job.case.name
+    props["subtype"] = job.subtype
+    name = job.case.name
+    _save_npy(job.out_dir / f"{name}.npy", data.cpu().numpy())
+    _save_npy(job.out_dir / f"{name}_seg.npy", seg.numpy())
+    _save_json(job.out_dir / f"{name}.json", props)
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _run_safe(job: PreprocessJob) -> tuple[str, str | None]:
+    try:
+        run_job(job)
+        return job.case.name, None
+    except Exception as exc:  # reported per case; the other cases go on
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        return job.case.name, f"{type(exc).__name__}: {msg}"
+
+
+def _copy_side_files(dataset: Path, plans: dict[str, Any], out_dir: Path) -> None:
+    plans_out = out_dir / "plans.json"
+    if plans_out.is_file():
+        if json.loads(plans_out.read_text()) != plans:
+            raise ValueError(
+                f"{out_dir} was preprocessed with other plans ({plans_out} differs); choose another "
+                "output folder or delete it"
+            )
+    else:
+        _save_json(plans_out, plans)
+    for name in ("dataset.json", "subtype_mapping.json", "splits_final.json"):
+        if (dataset / name).is_file():
+            shutil.copyfile(dataset / name, out_dir / name)
+
+
+def preprocess_dataset(
+    dataset: str | Path,
+    plans: dict[str, Any],
+    out_dir: str | Path,
+    workers: int = 2,
+    configuration: str = "3d_fullres",
+) -> dict[str, str]:
+    """Preprocess all training cases of ``dataset`` into ``out_dir``; finished cases are skipped.
+
+    Returns:
+        ``{case: one-line error}`` for the cases that failed (empty when all succeeded).
+    """
+    dataset, out_dir = Path(dataset), Path(out_dir)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    configs = plans.get("configurations", {})
+    if configuration not in configs:
+        raise ValueError(f"configuration {configuration!r} is not in the plans; available: {sorted(configs)}")
+    config = configs[configuration]
+    if "inherits_from" in config:
+        config = {**configs[config["inherits_from"]], **config}
+    dj = load_dataset_json(dataset)
+    cases = training_cases(dataset, dj, require_labels=False)
+    subtypes_file = dataset / "subtype_mapping.json"
+    subtypes = load_json_file(subtypes_file, "subtype mapping") if subtypes_file.is_file() else {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _copy_side_files(dataset, plans, out_dir)
+    labels = tuple(label_values(dj))
+    jobs = [
+        PreprocessJob(
+            c,
+            out_dir,
+            config,
+            plans["foreground_intensity_properties_per_channel"],
+            tuple(plans.get("transpose_forward", (0, 1, 2))),
+            labels,
+            None if subtypes.get(c.name) is None else int(subtypes[c.name]),
+        )
+        for c in cases
+        if not case_finished(out_dir, c.name)
+    ]
+    skipped = len(cases) - len(jobs)
+    if skipped:
+        log.info("skipping %d finished case(s)", skipped)
+    errors: dict[str, str] = {}
+    with tqdm(total=len(cases), initial=skipped, desc="preprocess", unit="case") as bar:
+        if workers == 1 or len(jobs) <= 1:
+            _worker_init()
+            results = map(_run_safe, jobs)
+            for name, err in results:
+                _report(name, err, errors, bar)
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(min(workers, len(jobs)), initializer=_worker_init) as pool:
+                for name, err in pool.imap_unordered(_run_safe, jobs):
+                    _report(name, err, errors, bar)
+    return errors
+
+
+def _report(name: str, err: str | None, errors: dict[str, str], bar: tqdm) -> None:
+    if err is not None:
+        errors[name] = err
+        tqdm.write(f"fastpanc preprocess: {name}: {err}", file=sys.stderr)
+    bar.update()
+
+
+def preprocess_command(args: argparse.Namespace) -> int:
+    """``fastpanc preprocess DATASET --plans plans.json -o OUT -j N [--configuration 3d_fullres]``."""
+    from fastpanc.cli import EXIT_PARTIAL_FAILURE
+
+    plans = load_json_file(Path(args.plans), "plans")
+    errors = preprocess_dataset(
+        args.dataset, plans, args.output, workers=args.workers, configuration=args.configuration
+    )
+    if errors:
+        print(
+            f"fastpanc preprocess: {len(errors)} case(s) failed: {', '.join(sorted(errors))}; the others are in "
+            f"{args.output} (rerun to retry only the failed ones)"
+        )
+        return EXIT_PARTIAL_FAILURE
+    print(f"preprocessed into {args.output}")
+    return 0

@@ -1,0 +1,225 @@
+"""``Predictor``: load a model folder once, then predict cases from files or from arrays with spacing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastpanc.inference.config import PredictConfig
+from fastpanc.inference.export import export_prediction
+from fastpanc.inference.model_folder import ModelFolder, load_model_folder
+from fastpanc.inference.prepare import Prepared, prepare
+from fastpanc.inference.roi import find_roi
+from fastpanc.inference.sliding_window import predict_logits
+
+log = logging.getLogger("fastpanc.inference")
+
+STAGES = ("read", "preprocess", "network", "aggregate", "export", "write")
+
+
+@dataclass
+class CaseResult:
+    """One predicted case.
+
+    ``labels``: ``(Z, Y, X)`` uint8 on the input grid. ``probabilities``: ``(K, Z, Y, X)`` float32 or None.
+    ``subtype_probs``: ``(S,)`` or None for plain segmentation models; ``subtype`` its argmax.
+    ``timings``: seconds per stage (see ``STAGES``).
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None
+    subtype_probs: np.ndarray | None
+    subtype_weighting: str | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def subtype(self) -> int | None:
+        return None if self.subtype_probs is None else int(np.argmax(self.subtype_probs))
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); otherwise bf16 would be emulated."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, c, lambda: False)() for c in checks)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> cuda when available else cpu (only the CLI passes ``auto``)."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but no CUDA GPU is available; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    return dev
+
+
+class Predictor:
+    """Predict masks (and lesion subtypes for multitask models) with one or several folds of a model folder.
+
+    Example::
+
+        p = Predictor("model_dir", device="cpu", config=PredictConfig(mode="fast"))
+        result = p.predict_array(image, spacing=(2.0, 0.7, 0.7))  # image (Z, Y, X) or (C, Z, Y, X)
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        folds: Sequence[int | str] | None = None,
+        checkpoint: str | None = None,
+        device: str | torch.device = "cpu",
+        config: PredictConfig | None = None,
+    ) -> None:
+        self.config = (config or PredictConfig()).resolved()
+        self.device = resolve_device(device)
+        self.model: ModelFolder = load_model_folder(
+            model_dir,
+            None if folds is None else [str(f) for f in folds],
+            checkpoint,
+            self.config.configuration,
+        )
+        self.networks = []
+        for state in self.model.states:  # weights are loaded once, one network per fold
+            net = self.model.build_network()
+            net.load_state_dict(state)
+            self.networks.append(net.to(self.device).eval())
+        self.mirror_axes = self.model.mirror_axes if self.config.tta else None
+        if self.config.tta and self.model.mirror_axes is None:
+            log.warning(
+                "TTA asked for, but the checkpoint allows no mirroring axes: predicting without mirroring"
+            )
+        self.autocast = self._autocast_dtype()
+        # exact: nnU-Net's float16 accumulators (their rounding decides near-ties); fast: float32
+        self.accumulate_dtype = torch.float16 if self.config.mode == "exact" else torch.float32
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
+        strides = np.array(self.model.strides)
+        self.divisor = tuple(int(v) for v in strides.prod(0))
+        if not self.model.multitask:
+            log.debug("%s is a plain segmentation model: no subtype output", self.model.path)
+
+    def _autocast_dtype(self) -> torch.dtype | None:
+        if self.device.type == "cuda":
+            if self.config.mode == "exact":
+                return torch.float16  # nnUNetPredictor runs under torch.autocast("cuda") (float16)
+            if self.config.autocast:
+                return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return None
+        if self.config.autocast:
+            if cpu_has_bf16():
+                return torch.bfloat16
+            log.warning(
+                "bfloat16 autocast asked for, but this CPU has no native bf16 (AVX512-BF16/AMX): "
+                "running in float32"
+            )
+        return None
+
+    @property
+    def multitask(self) -> bool:
+        return self.model.multitask
+
+    def preprocess(self, image: np.ndarray, spacing: Sequence[float]) -> Prepared:
+        """Crop, normalise and resample ``image`` ``(Z, Y, X)`` or ``(C, Z, Y, X)``."""
+        image = np.asarray(image)
+        if image.ndim == 3:
+            image = image[None]
+        if image.ndim != 4 or image.shape[0] != self.model.num_input_channels:
+            raise ValueError(
+                f"expected an image (Z, Y, X) or ({self.model.num_input_channels}, Z, Y, X) for this "
+                f"model, got shape {image.shape}"
+            )
+        if len(spacing) != 3 or not all(float(s) > 0 for s in spacing):
+            raise ValueError(f"spacing must be 3 positive values (z, y, x) in mm, got {spacing}")
+        return prepare(image, spacing, self.model.plans, self.config.configuration)
+
+    def _run_network(
+        self, data: torch.Tensor, timings: dict[str, float]
+    ) -> tuple[torch.Tensor, np.ndarray | None, str | None]:
+        """Ensemble of the folds over ``data`` ``(C, z, y, x)``: mean logits, mean subtype probabilities."""
+        cfg = self.config
+        logits, subtype, weighting = None, None, None
+        for net in self.networks:
+            out = predict_logits(
+                net,
+                data,
+                self.model.patch_size,
+                cfg.step,
+                self.mirror_axes,
+                cfg.batch_size,
+                device=self.device,
+                autocast=self.autocast,
+                padding=cfg.padding,
+                divisor=self.divisor,
+                timings=timings,
+                accumulate_dtype=self.accumulate_dtype,
+            )
+            logits = out.logits if logits is None else logits.add_(out.logits)
+            if out.subtype_probs is not None:
+                subtype = out.subtype_probs if subtype is None else subtype + out.subtype_probs
+                weighting = out.subtype_weighting
+        assert logits is not None
+        if len(self.networks) > 1:
+            logits /= len(self.networks)
+            if subtype is not None:
+                subtype = subtype / len(self.networks)
+        return logits, (None if subtype is None else subtype.numpy()), weighting
+
+    @torch.inference_mode()
+    def predict_prepared(self, prep: Prepared, timings: dict[str, float] | None = None) -> CaseResult:
+        """Network, aggregation and export of a preprocessed case."""
+        timings = {} if timings is None else timings
+        if self.config.roi:
+            region = find_roi(self, prep.data, timings)
+            logits, subtype, weighting = self._roi_logits(prep.data, region, timings)
+        else:
+            logits, subtype, weighting = self._run_network(prep.data, timings)
+        t0 = time.perf_counter()
+        labels, probs = export_prediction(
+            logits, prep, self.model.config, self.config.export, self.config.save_probabilities
+        )
+        timings["export"] = timings.get("export", 0.0) + time.perf_counter() - t0
+        return CaseResult(labels, probs, subtype, weighting, timings)
+
+    def _roi_logits(self, data: torch.Tensor, region: tuple[slice, ...] | None, timings: dict[str, float]):
+        if region is None:
+            return self._run_network(data, timings)
+        inner, subtype, weighting = self._run_network(data[(slice(None), *region)], timings)
+        logits = torch.full(
+            (inner.shape[0], *data.shape[1:]), ROI_OUTSIDE_LOGIT, dtype=inner.dtype, device=inner.device
+        )
+        logits[0] = 0.0  # background outside the region of interest
+        logits[(slice(None), *region)] = inner
+        return logits, subtype, weighting
+
+    def predict_array(self, image: np.ndarray, spacing: Sequence[float]) -> CaseResult:
+        """Predict an image ``(Z, Y, X)`` or ``(C, Z, Y, X)`` with voxel ``spacing`` ``(z, y, x)`` in mm."""
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        prep = self.preprocess(image, spacing)
+        timings["preprocess"] = time.perf_counter() - t0
+        return self.predict_prepared(prep, timings)
+
+    def predict_files(self, files: Sequence[str | Path]) -> tuple[CaseResult, object]:
+        """Predict one case from its channel files; returns ``(result, geometry)`` (``fastpanc.data.io.Geometry``)."""
+        from fastpanc.data.io import read_case
+
+        t0 = time.perf_counter()
+        image, geometry = read_case([Path(f) for f in files])
+        read_s = time.perf_counter() - t0
+        result = self.predict_array(image, geometry.spacing)
+        result.timings["read"] = read_s
+        return result, geometry
+
+
+# foreground logits outside the region of interest: softmax gives them ~1e-13 next to background's 0
+ROI_OUTSIDE_LOGIT = -30.0

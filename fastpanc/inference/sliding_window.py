@@ -1,0 +1,256 @@
+"""Sliding-window prediction with Gaussian aggregation, batched windows and batched mirrored passes.
+
+The windows, the Gaussian importance map and the padding follow nnU-Net v2 (``compute_steps_for_sliding_window``,
+``compute_gaussian(sigma_scale=1/8, value_scaling_factor=10)``, centred constant-0 padding to the patch size),
+so that ``padding="patch"`` reproduces ``nnUNetPredictor``'s logits. Aggregation runs in float32 (nnU-Net:
+float16) on the device of the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter
+
+log = logging.getLogger("fastpanc.inference")
+
+LESION, PANCREAS = 2, 1
+
+
+@dataclass
+class WindowPrediction:
+    """Result of :func:`predict_logits`.
+
+    ``logits``: ``(K, Z, Y, X)`` in the accumulation dtype, on the network's device. ``subtype_probs``: ``(S,)`` float32 on the
+    CPU (aggregated over windows, see :func:`aggregate_subtype`) or None without a head. ``subtype_weighting``:
+    ``"lesion"``, ``"pancreas"`` or ``"uniform"``: what weighted the windows. ``num_windows``: windows run.
+    """
+
+    logits: torch.Tensor
+    subtype_probs: torch.Tensor | None
+    subtype_weighting: str | None
+    num_windows: int
+
+
+def sliding_window_starts(size: Sequence[int], patch: Sequence[int], step: float) -> list[list[int]]:
+    """Window starts per axis (nnU-Net's ``compute_steps_for_sliding_window``); ``size >= patch`` per axis."""
+    if not 0 < step <= 1:
+        raise ValueError(f"step must be in (0, 1], got {step}")
+    starts = []
+    for s, p in zip(size, patch):
+        if s < p:
+            raise ValueError(
+                f"image size {tuple(size)} is smaller than the patch {tuple(patch)}; pad it first"
+            )
+        n = int(math.ceil((s - p) / (p * step))) + 1
+        stride = (s - p) / (n - 1) if n > 1 else 0.0
+        starts.append([int(np.round(stride * i)) for i in range(n)])
+    return starts
+
+
+@lru_cache(maxsize=4)
+def _gaussian_np(patch: tuple[int, ...], sigma_scale: float, value_scale: float) -> np.ndarray:
+    tmp = np.zeros(patch)
+    tmp[tuple(p // 2 for p in patch)] = 1
+    g = gaussian_filter(tmp, [p * sigma_scale for p in patch], 0, mode="constant", cval=0)
+    return g / (g.max() / value_scale)
+
+
+def gaussian_map(patch: Sequence[int], device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 sigma_scale: float = 1.0 / 8, value_scale: float = 10.0) -> torch.Tensor:
+    """nnU-Net's Gaussian importance map, ``patch`` shaped, in ``dtype``; zeros (after the cast) are
+    replaced by the smallest nonzero value, as nnU-Net does."""
+    g = torch.from_numpy(_gaussian_np(tuple(int(p) for p in patch), sigma_scale, value_scale)).to(device, dtype)
+    zero = g == 0
+    g[zero] = g[~zero].min()
+    return g
+
+
+def padded_shape(
+    shape: Sequence[int], patch: Sequence[int], padding: str, divisor: Sequence[int] | None
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(padded size, window size). ``patch``: pad up to the patch (nnU-Net). ``minimal``: windows shrink to
+    the image rounded up to ``divisor`` (the product of the network's strides) where it is smaller than the patch.
+    """
+    if padding == "patch":
+        window = tuple(int(p) for p in patch)
+    elif padding == "minimal":
+        if divisor is None:
+            raise ValueError("padding='minimal' needs the network's divisor (product of its strides)")
+        window = tuple(min(int(p), int(math.ceil(s / d)) * int(d)) for s, p, d in zip(shape, patch, divisor))
+    else:
+        raise ValueError(f"padding must be 'patch' or 'minimal', got {padding!r}")
+    return tuple(max(int(s), w) for s, w in zip(shape, window)), window
+
+
+def network_outputs(network: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(seg logits (B, K, *S), subtype logits (B, S) or None)`` for fastpanc and nnU-Net networks."""
+    out = network(x)
+    if isinstance(out, torch.Tensor):
+        return out, None
+    if hasattr(out, "seg"):  # fastpanc NetOutput
+        seg = out.seg[0] if isinstance(out.seg, (list, tuple)) else out.seg
+        return seg, out.cls
+    if (
+        isinstance(out, (list, tuple)) and out and isinstance(out[0], torch.Tensor)
+    ):  # deep supervision left on
+        return out[0], None
+    raise TypeError(f"network returned {type(out).__name__}; expected a tensor or NetOutput(seg, cls)")
+
+
+def _mirrored_forward(
+    network: torch.nn.Module, x: torch.Tensor, mirror_axes: Sequence[int] | None, autocast: torch.dtype | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Average over all mirror combinations (nnU-Net's TTA), run as one batch ``(B * M, C, *S)``."""
+    combos: list[tuple[int, ...]] = [()]
+    if mirror_axes:
+        axes = [a + 2 for a in mirror_axes]
+        combos += [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
+    batch = torch.cat([x] + [torch.flip(x, c) for c in combos[1:]]) if len(combos) > 1 else x
+    ctx = torch.autocast(x.device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    with ctx:
+        seg, cls = network_outputs(network, batch)
+    seg = seg.float()
+    b = x.shape[0]
+    total = seg[:b].clone()
+    for i, c in enumerate(combos[1:], start=1):
+        total += torch.flip(seg[i * b : (i + 1) * b], c)
+    total /= len(combos)
+    probs = None
+    if cls is not None:
+        probs = torch.softmax(cls.float(), dim=1).view(len(combos), b, -1).mean(0)  # (B, S)
+    return total, probs
+
+
+def aggregate_subtype(
+    probs: torch.Tensor, lesion: torch.Tensor, pancreas: torch.Tensor
+) -> tuple[torch.Tensor, str]:
+    """Weighted mean of per-window subtype probabilities ``(W, S)``.
+
+    Weights: the predicted lesion voxels of each window; when no window has any, the pancreas voxels; when
+    none has those either, uniform. Returns ``((S,), weighting)``.
+    """
+    for weights, name in ((lesion, "lesion"), (pancreas, "pancreas")):
+        w = weights.double()
+        if w.sum() > 0:
+            return (probs.double() * w[:, None]).sum(0).div(w.sum()).float(), name
+    return probs.mean(0).float(), "uniform"
+
+
+def _now(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+@torch.inference_mode()
+def predict_logits(
+    network: torch.nn.Module,
+    data: torch.Tensor,
+    patch_size: Sequence[int],
+    step: float = 0.5,
+    mirror_axes: Sequence[int] | None = None,
+    batch_size: int = 1,
+    use_gaussian: bool = True,
+    device: torch.device | str = "cpu",
+    autocast: torch.dtype | None = None,
+    padding: str = "patch",
+    divisor: Sequence[int] | None = None,
+    progress: bool = False,
+    timings: dict[str, float] | None = None,
+    accumulate_dtype: torch.dtype = torch.float32,
+) -> WindowPrediction:
+    """Predict ``data`` ``(C, Z, Y, X)`` with overlapping windows.
+
+    Args:
+        network: in eval mode, already on ``device``; returns a tensor ``(B, K, *P)`` or ``NetOutput``.
+        patch_size: ``(pz, py, px)`` window size of the plans.
+        step: window step as a fraction of the window (nnU-Net: 0.5).
+        mirror_axes: spatial axes (0, 1, 2) to mirror for test-time augmentation; None: no TTA.
+        batch_size: windows per forward pass (each with all its mirrored copies).
+        autocast: None (float32) or the autocast dtype (bfloat16 / float16).
+        padding: ``"patch"`` (nnU-Net) or ``"minimal"`` (see :func:`padded_shape`).
+        divisor: product of the network's strides per axis (needed for ``"minimal"``).
+        accumulate_dtype: dtype of the Gaussian map and of the accumulators (nnU-Net: float16, which decides
+            near-ties in its labels; ``mode="exact"`` uses it to reproduce them).
+        timings: when given, seconds spent in the network (``"network"``) and in the Gaussian aggregation
+            (``"aggregate"``) are added to it (the device is synchronised to attribute them).
+
+    Returns:
+        :class:`WindowPrediction` with logits ``(K, Z, Y, X)`` on ``device``.
+    """
+    if data.ndim != 4:
+        raise ValueError(f"data must be (C, Z, Y, X), got shape {tuple(data.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    shape = tuple(int(s) for s in data.shape[1:])
+    full, window = padded_shape(shape, patch_size, padding, divisor)
+    lo = [(f - s) // 2 for f, s in zip(full, shape)]
+    if full != shape:  # centred constant-0 padding, as acvl_utils' pad_nd_image
+        pad = []
+        for f, s, lo_ in reversed(list(zip(full, shape, lo))):
+            pad += [lo_, f - s - lo_]
+        data = torch.nn.functional.pad(data, pad)
+    data = data.to(device=device, dtype=torch.float32)
+    starts = list(itertools.product(*sliding_window_starts(full, window, step)))
+    if use_gaussian:
+        gauss = gaussian_map(window, device, accumulate_dtype)
+    else:
+        gauss = torch.ones(window, device=device, dtype=accumulate_dtype)
+
+    acc: torch.Tensor | None = None
+    weight = torch.zeros(full, dtype=accumulate_dtype, device=device)
+    cls_probs, lesion_vox, pancreas_vox = [], [], []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(starts), desc="windows", leave=False)
+    for b0 in range(0, len(starts), batch_size):
+        group = starts[b0 : b0 + batch_size]
+        slices = [tuple(slice(s, s + w) for s, w in zip(st, window)) for st in group]
+        x = torch.stack([data[(slice(None), *sl)] for sl in slices])  # (B, C, *window)
+        t0 = _now(device)
+        seg, probs = _mirrored_forward(network, x, mirror_axes, autocast)  # (B, K, *window), (B, S)
+        t1 = _now(device)
+        if acc is None:
+            acc = torch.zeros((seg.shape[1], *full), dtype=accumulate_dtype, device=device)
+        for i, sl in enumerate(slices):
+            acc[(slice(None), *sl)] += seg[i] * gauss
+            weight[sl] += gauss
+        if probs is not None:
+            labels = seg.argmax(1)  # (B, *window)
+            cls_probs.append(probs.cpu())
+            lesion_vox.append((labels == LESION).flatten(1).sum(1).cpu())
+            pancreas_vox.append((labels == PANCREAS).flatten(1).sum(1).cpu())
+        if timings is not None:
+            t2 = _now(device)
+            timings["network"] = timings.get("network", 0.0) + t1 - t0
+            timings["aggregate"] = timings.get("aggregate", 0.0) + t2 - t1
+        if bar is not None:
+            bar.update(len(group))
+    if bar is not None:
+        bar.close()
+    assert acc is not None
+    t0 = _now(device)
+    acc /= weight
+    crop = tuple(slice(lo_, lo_ + s) for lo_, s in zip(lo, shape))
+    logits = acc[(slice(None), *crop)].contiguous()
+    if timings is not None:
+        timings["aggregate"] = timings.get("aggregate", 0.0) + _now(device) - t0
+    subtype, weighting = None, None
+    if cls_probs:
+        subtype, weighting = aggregate_subtype(
+            torch.cat(cls_probs), torch.cat(lesion_vox), torch.cat(pancreas_vox)
+        )
+    return WindowPrediction(logits, subtype, weighting, len(starts))

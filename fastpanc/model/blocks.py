@@ -1,0 +1,275 @@
+"""Residual-encoder U-Net building blocks with dynamic_network_architectures' state-dict names.
+
+Every module here reproduces one class of ``dynamic_network_architectures`` (``ConvDropoutNormReLU``,
+``BasicBlockD``, ``StackedResidualBlocks``, ``ResidualEncoder``, ``UNetDecoder``) with the same attribute
+names, including the aliases that class registers twice (``conv`` and ``all_modules.0``; the decoder's
+``encoder`` reference). That keeps ``state_dict()`` key-for-key identical, so nnU-Net v2 checkpoints of a
+``ResidualEncoderUNet`` load with ``load_state_dict(strict=True)`` and the outputs are the same.
+
+Tensors are ``(B, C, *spatial)`` with ``spatial = (z, y, x)`` in 3D or ``(y, x)`` in 2D.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_TRANSP = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+_NORM = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
+_AVGPOOL = {2: nn.AvgPool2d, 3: nn.AvgPool3d}
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """Convolution dimension, norm and nonlinearity settings shared by every block.
+
+    ``dim`` is 2 or 3; the norm is InstanceNorm (``norm_affine``, ``norm_eps``) and the nonlinearity
+    LeakyReLU (``negative_slope``), the only ops nnU-Net's ResEnc plans use.
+    """
+
+    dim: int = 3
+    conv_bias: bool = True
+    norm_eps: float = 1e-5
+    norm_affine: bool = True
+    negative_slope: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.dim not in (2, 3):
+            raise ValueError(f"OpSpec.dim must be 2 or 3, got {self.dim!r}")
+        if self.norm_eps <= 0:
+            raise ValueError(f"OpSpec.norm_eps must be > 0, got {self.norm_eps!r}")
+        if self.negative_slope < 0:
+            raise ValueError(f"OpSpec.negative_slope must be >= 0, got {self.negative_slope!r}")
+
+    def conv(
+        self, cin: int, cout: int, kernel: Sequence[int], stride: Sequence[int], bias: bool
+    ) -> nn.Module:
+        """A 'same'-padded convolution as dynamic_network_architectures builds it."""
+        return _CONV[self.dim](
+            cin,
+            cout,
+            tuple(kernel),
+            tuple(stride),
+            padding=[(k - 1) // 2 for k in kernel],
+            dilation=1,
+            bias=bias,
+        )
+
+    def norm(self, channels: int) -> nn.Module:
+        return _NORM[self.dim](channels, eps=self.norm_eps, affine=self.norm_affine)
+
+    def nonlin(self) -> nn.Module:
+        return nn.LeakyReLU(negative_slope=self.negative_slope, inplace=True)
+
+
+def as_tuple(value: int | Sequence[int], dim: int) -> tuple[int, ...]:
+    """Broadcast an int to a ``dim``-tuple; check a sequence has ``dim`` entries."""
+    if isinstance(value, int):
+        return (value,) * dim
+    out = tuple(int(v) for v in value)
+    if len(out) != dim:
+        raise ValueError(f"expected an int or {dim} ints (one per spatial axis), got {list(value)!r}")
+    return out
+
+
+class ConvNormAct(nn.Module):
+    """Conv -> InstanceNorm -> (LeakyReLU): ``ConvDropoutNormReLU`` with the same parameter names.
+
+    ``(B, cin, *S) -> (B, cout, *S / stride)``.
+    """
+
+    def __init__(
+        self,
+        ops: OpSpec,
+        cin: int,
+        cout: int,
+        kernel: Sequence[int],
+        stride: Sequence[int],
+        act: bool,
+        bias: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.conv = ops.conv(cin, cout, kernel, stride, ops.conv_bias if bias is None else bias)
+        self.norm = ops.norm(cout)
+        modules = [self.conv, self.norm]
+        if act:
+            self.nonlin = ops.nonlin()
+            modules.append(self.nonlin)
+        self.all_modules = nn.Sequential(*modules)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.all_modules(x)
+
+
+class StackedConvs(nn.Module):
+    """``n`` ConvNormAct blocks, the first with ``stride`` (``StackedConvBlocks``: key ``convs``)."""
+
+    def __init__(
+        self, ops: OpSpec, n: int, cin: int, cout: int, kernel: Sequence[int], stride: Sequence[int]
+    ) -> None:
+        super().__init__()
+        ones = (1,) * ops.dim
+        self.convs = nn.Sequential(
+            *[
+                ConvNormAct(ops, cin if i == 0 else cout, cout, kernel, stride if i == 0 else ones, act=True)
+                for i in range(n)
+            ]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convs(x)
+
+
+class BasicBlockD(nn.Module):
+    """ResNet-D basic block: two convs, skip = avg-pool (if strided) + 1x1 projection (if widening).
+
+    ``(B, cin, *S) -> (B, cout, *S / stride)``.
+    """
+
+    def __init__(
+        self, ops: OpSpec, cin: int, cout: int, kernel: Sequence[int], stride: Sequence[int]
+    ) -> None:
+        super().__init__()
+        ones = (1,) * ops.dim
+        self.conv1 = ConvNormAct(ops, cin, cout, kernel, stride, act=True)
+        self.conv2 = ConvNormAct(ops, cout, cout, kernel, ones, act=False)
+        self.nonlin2 = ops.nonlin()
+        has_stride = any(s != 1 for s in stride)
+        skip: list[nn.Module] = []
+        if has_stride:
+            skip.append(_AVGPOOL[ops.dim](tuple(stride), tuple(stride)))
+        if cin != cout:
+            # dynamic_network_architectures builds the projection without bias whatever conv_bias says
+            skip.append(ConvNormAct(ops, cin, cout, ones, ones, act=False, bias=False))
+        self.skip: nn.Module = nn.Sequential(*skip) if skip else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.skip(x)
+        out = self.conv2(self.conv1(x))
+        out = out + residual
+        return self.nonlin2(out)
+
+
+class ResidualStage(nn.Module):
+    """``n_blocks`` BasicBlockD, the first one strided (``StackedResidualBlocks``: key ``blocks``)."""
+
+    def __init__(
+        self, ops: OpSpec, n_blocks: int, cin: int, cout: int, kernel: Sequence[int], stride: Sequence[int]
+    ) -> None:
+        super().__init__()
+        ones = (1,) * ops.dim
+        self.blocks = nn.Sequential(
+            *[
+                BasicBlockD(ops, cin if i == 0 else cout, cout, kernel, stride if i == 0 else ones)
+                for i in range(n_blocks)
+            ]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+class ResidualEncoder(nn.Module):
+    """Stem (one conv) plus one residual stage per resolution; returns every stage's output.
+
+    ``(B, C_in, *S) -> [ (B, features[s], *S / prod(strides[:s+1])) for s in stages ]``, the last entry
+    being the bottleneck.
+    """
+
+    def __init__(
+        self,
+        ops: OpSpec,
+        input_channels: int,
+        features_per_stage: Sequence[int],
+        kernel_sizes: Sequence[Sequence[int]],
+        strides: Sequence[Sequence[int]],
+        n_blocks_per_stage: Sequence[int],
+    ) -> None:
+        super().__init__()
+        ones = (1,) * ops.dim
+        self.stem = StackedConvs(ops, 1, input_channels, features_per_stage[0], kernel_sizes[0], ones)
+        stages = []
+        cin = features_per_stage[0]
+        for s, cout in enumerate(features_per_stage):
+            stages.append(ResidualStage(ops, n_blocks_per_stage[s], cin, cout, kernel_sizes[s], strides[s]))
+            cin = cout
+        self.stages = nn.Sequential(*stages)
+        self.output_channels = list(features_per_stage)
+        self.strides = [tuple(s) for s in strides]
+        self.kernel_sizes = [tuple(k) for k in kernel_sizes]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        skips = []
+        for stage in self.stages:
+            x = stage(x)
+            skips.append(x)
+        return skips
+
+
+class UNetDecoder(nn.Module):
+    """Transposed-conv upsampling, concatenation with the skip, conv stage and a 1x1 seg layer per scale.
+
+    ``encoder`` is kept as a registered submodule as in dynamic_network_architectures, so its parameters
+    appear a second time under ``decoder.encoder.*`` in ``state_dict()`` (same tensors, needed for
+    nnU-Net checkpoint compatibility).
+    """
+
+    def __init__(
+        self,
+        ops: OpSpec,
+        encoder: ResidualEncoder,
+        num_classes: int,
+        n_conv_per_stage: Sequence[int],
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.num_classes = num_classes
+        n_enc = len(encoder.output_channels)
+        stages, transpconvs, seg_layers = [], [], []
+        for s in range(1, n_enc):
+            below = encoder.output_channels[-s]
+            skip = encoder.output_channels[-(s + 1)]
+            stride = encoder.strides[-s]
+            transpconvs.append(_TRANSP[ops.dim](below, skip, stride, stride, bias=ops.conv_bias))
+            stages.append(
+                StackedConvs(
+                    ops,
+                    n_conv_per_stage[s - 1],
+                    2 * skip,
+                    skip,
+                    encoder.kernel_sizes[-(s + 1)],
+                    (1,) * ops.dim,
+                )
+            )
+            seg_layers.append(_CONV[ops.dim](skip, num_classes, 1, 1, 0, bias=True))
+        self.stages = nn.ModuleList(stages)
+        self.transpconvs = nn.ModuleList(transpconvs)
+        self.seg_layers = nn.ModuleList(seg_layers)
+        self.output_channels = [encoder.output_channels[-(s + 1)] for s in range(1, n_enc)]
+
+    def forward(
+        self, skips: list[torch.Tensor], deep_supervision: bool
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Decode encoder outputs.
+
+        Returns ``(seg, features)``: ``seg`` full resolution first, each ``(B, num_classes, *S_k)`` (all
+        decoder scales when ``deep_supervision``, else only the full-resolution one); ``features`` the
+        decoder stage outputs, lowest resolution first, ``(B, output_channels[k], *S_k)``.
+        """
+        x = skips[-1]
+        seg: list[torch.Tensor] = []
+        feats: list[torch.Tensor] = []
+        last = len(self.stages) - 1
+        for s in range(len(self.stages)):
+            x = self.transpconvs[s](x)
+            x = torch.cat((x, skips[-(s + 2)]), 1)
+            x = self.stages[s](x)
+            feats.append(x)
+            if deep_supervision or s == last:
+                seg.append(self.seg_layers[s](x))
+        return seg[::-1], feats

@@ -1,0 +1,223 @@
+"""Multitask residual-encoder U-Net: segmentation with deep supervision plus a lesion-subtype head.
+
+The segmentation part is nnU-Net v2's ``ResidualEncoderUNet`` (dynamic_network_architectures) rebuilt
+with the same ``state_dict`` keys, so nnU-Net checkpoints load into it (see ``nnunet_compat``); the
+classification head lives under ``head.*``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from fastpanc.model.blocks import OpSpec, ResidualEncoder, UNetDecoder
+from fastpanc.model.heads import HeadConfig, build_head
+from fastpanc.model.plans_arch import ArchConfig, arch_from_plans
+
+log = logging.getLogger(__name__)
+
+
+class NetOutput(NamedTuple):
+    """Network output.
+
+    ``seg``: segmentation logits, full resolution first, each ``(B, num_seg_classes, *S_k)``; one entry
+    when deep supervision is off. ``cls``: subtype logits ``(B, num_subtypes)``, None without a head.
+    """
+
+    seg: list[torch.Tensor]
+    cls: torch.Tensor | None
+
+
+class Features(NamedTuple):
+    """Intermediate features: encoder outputs (bottleneck last) and decoder outputs (lowest res first)."""
+
+    skips: list[torch.Tensor]
+    decoder: list[torch.Tensor]
+
+
+class MultitaskResEncUNet(nn.Module):
+    """Residual-encoder U-Net with an optional subtype classification head.
+
+    Input ``(B, C_in, z, y, x)`` (or ``(B, C_in, y, x)`` for 2D plans); every spatial size must be
+    divisible by the product of the strides (the patch sizes nnU-Net plans are).
+    """
+
+    def __init__(
+        self,
+        n_stages: int,
+        features_per_stage: int | list[int] | tuple[int, ...],
+        kernel_sizes: int | list | tuple,
+        strides: int | list | tuple,
+        n_blocks_per_stage: int | list[int] | tuple[int, ...],
+        n_conv_per_stage_decoder: int | list[int] | tuple[int, ...],
+        num_input_channels: int = 1,
+        num_seg_classes: int = 3,
+        num_subtypes: int = 3,
+        dim: int = 3,
+        conv_bias: bool = True,
+        norm_affine: bool = True,
+        norm_eps: float = 1e-5,
+        negative_slope: float = 0.01,
+        head: str | dict | HeadConfig = "attention",
+        head_hidden: int = 128,
+        deep_supervision: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_input_channels < 1 or num_seg_classes < 2:
+            raise ValueError(
+                f"need num_input_channels >= 1 and num_seg_classes >= 2, got {num_input_channels}, {num_seg_classes}"
+            )
+        if num_subtypes < 0 or num_subtypes == 1:
+            raise ValueError(f"num_subtypes must be 0 (no head) or >= 2, got {num_subtypes}")
+        self.arch = ArchConfig.build(
+            n_stages,
+            features_per_stage,
+            kernel_sizes,
+            strides,
+            n_blocks_per_stage,
+            n_conv_per_stage_decoder,
+            dim=dim,
+            conv_bias=conv_bias,
+            norm_affine=norm_affine,
+            norm_eps=norm_eps,
+            negative_slope=negative_slope,
+        )
+        a = self.arch
+        ops = OpSpec(a.dim, a.conv_bias, a.norm_eps, a.norm_affine, a.negative_slope)
+        self.num_input_channels = num_input_channels
+        self.num_seg_classes = num_seg_classes
+        self.num_subtypes = num_subtypes
+        self.deep_supervision = deep_supervision
+        self.encoder = ResidualEncoder(
+            ops, num_input_channels, a.features_per_stage, a.kernel_sizes, a.strides, a.n_blocks_per_stage
+        )
+        self.decoder = UNetDecoder(ops, self.encoder, num_seg_classes, a.n_conv_per_stage_decoder)
+        self.head_config: HeadConfig | None = None
+        self.head: nn.Module | None = None
+        if num_subtypes > 0:
+            if isinstance(head, HeadConfig):
+                cfg = head
+            elif isinstance(head, dict):  # HeadConfig fields, as fastpanc_settings() writes them
+                cfg = HeadConfig(**head)
+            else:
+                cfg = HeadConfig(kind=head, hidden=head_hidden)
+            self.head_config = cfg
+            self.head = build_head(
+                cfg, self.encoder.output_channels, self.decoder.output_channels, num_subtypes
+            )
+        self.apply(_init_weights)
+        _zero_last_norm_in_blocks(self)
+
+    @classmethod
+    def from_plans(
+        cls,
+        plans: dict,
+        configuration: str = "3d_fullres",
+        num_input_channels: int = 1,
+        num_seg_classes: int = 3,
+        num_subtypes: int = 3,
+        head: str | dict | HeadConfig = "attention",
+        head_hidden: int = 128,
+        deep_supervision: bool = True,
+    ) -> MultitaskResEncUNet:
+        """Build the network the plans' ``architecture.arch_kwargs`` describe (class names are mapped,
+        never imported)."""
+        a = arch_from_plans(plans, configuration)
+        return cls.from_arch(
+            a,
+            num_input_channels=num_input_channels,
+            num_seg_classes=num_seg_classes,
+            num_subtypes=num_subtypes,
+            head=head,
+            head_hidden=head_hidden,
+            deep_supervision=deep_supervision,
+        )
+
+    @classmethod
+    def from_arch(cls, arch: ArchConfig, **kwargs: object) -> MultitaskResEncUNet:
+        """Build from an :class:`ArchConfig`; ``kwargs`` are the non-topology constructor arguments."""
+        return cls(
+            n_stages=arch.n_stages,
+            features_per_stage=arch.features_per_stage,
+            kernel_sizes=arch.kernel_sizes,
+            strides=arch.strides,
+            n_blocks_per_stage=arch.n_blocks_per_stage,
+            n_conv_per_stage_decoder=arch.n_conv_per_stage_decoder,
+            dim=arch.dim,
+            conv_bias=arch.conv_bias,
+            norm_affine=arch.norm_affine,
+            norm_eps=arch.norm_eps,
+            negative_slope=arch.negative_slope,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    @property
+    def downsampling_factor(self) -> tuple[int, ...]:
+        """Product of all strides per axis: input sizes must be multiples of it."""
+        out = [1] * self.arch.dim
+        for s in self.arch.strides:
+            out = [o * int(v) for o, v in zip(out, s)]
+        return tuple(out)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != self.arch.dim + 2 or x.shape[1] != self.num_input_channels:
+            raise ValueError(
+                f"expected input (B, {self.num_input_channels}, {'z, y, x' if self.arch.dim == 3 else 'y, x'}), "
+                f"got shape {tuple(x.shape)}"
+            )
+        f = self.downsampling_factor
+        if any(int(s) % d for s, d in zip(x.shape[2:], f)):
+            raise ValueError(
+                f"spatial size {tuple(x.shape[2:])} must be divisible by {f} (product of the strides); "
+                "pad the input or use the plans' patch size"
+            )
+
+    def forward_features(
+        self, x: torch.Tensor, deep_supervision: bool | None = None
+    ) -> tuple[list, Features]:
+        """Run encoder and decoder.
+
+        Returns ``(seg, Features(skips, decoder))`` with ``seg`` as in :class:`NetOutput`.
+        """
+        self._check_input(x)
+        ds = self.deep_supervision if deep_supervision is None else deep_supervision
+        skips = self.encoder(x)
+        seg, dec = self.decoder(skips, ds)
+        return seg, Features(skips, dec)
+
+    def classify(self, feats: Features, seg_full: torch.Tensor) -> torch.Tensor:
+        """Subtype logits ``(B, num_subtypes)`` from features and full-resolution seg logits."""
+        if self.head is None:
+            raise ValueError("this network has no classification head (num_subtypes=0)")
+        return self.head(feats.skips, feats.decoder, seg_full)
+
+    def forward(self, x: torch.Tensor) -> NetOutput:
+        """``(B, C_in, z, y, x)`` -> :class:`NetOutput`."""
+        seg, feats = self.forward_features(x)
+        cls_logits = self.classify(feats, seg[0]) if self.head is not None else None
+        return NetOutput(seg=seg, cls=cls_logits)
+
+    def segmentation_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights without the head: exactly the keys of nnU-Net's ``ResidualEncoderUNet``."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("head.")}
+
+
+def _init_weights(module: nn.Module) -> None:
+    """He init (a=1e-2) for convs, as nnU-Net's ``InitWeights_He``; default init for the head."""
+    if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        nn.init.kaiming_normal_(module.weight, a=1e-2)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def _zero_last_norm_in_blocks(net: MultitaskResEncUNet) -> None:
+    """Zero the affine weight of each residual block's last norm (``init_last_bn_before_add_to_0``)."""
+    from fastpanc.model.blocks import BasicBlockD
+
+    for m in net.modules():
+        if isinstance(m, BasicBlockD) and m.conv2.norm.weight is not None:
+            nn.init.zeros_(m.conv2.norm.weight)
+            nn.init.zeros_(m.conv2.norm.bias)

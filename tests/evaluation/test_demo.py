@@ -1,0 +1,71 @@
+"""`fastpanc demo` end to end on a tiny cohort with a one-minute budget, then its report in Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from fastpanc.cli import main
+from fastpanc.demo import DemoConfig, _train_minutes
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[Path, int, str]:
+    out = tmp_path_factory.mktemp("demo") / "run"
+    rc = main(["demo", str(out), "--minutes", "1", "--cases", "6", "--heldout-cases", "2", "--size-scale", "0.3",
+               "--device", "cpu", "--seed", "3"])
+    return out, rc, ""
+
+
+@pytest.mark.slow
+def test_demo_writes_every_step(demo_run, capsys):
+    out, rc, _ = demo_run
+    assert rc == 0
+    for rel in ("cohort_train", "cohort_heldout", "raw_train/dataset.json", "raw_heldout/subtype_mapping.json",
+                "plans.json", "preprocessed/plans.json", "model/plans.json", "model/fold_0/checkpoint_final.pth",
+                "model/fold_0/progress.png", "predictions/subtype_results.csv", "evaluation/summary.json",
+                "evaluation/cases.csv", "commands.sh", "train_config.json", "report.html"):
+        assert (out / rel).exists(), f"demo output {rel} is missing"
+    summary = json.loads((out / "evaluation" / "summary.json").read_text())
+    assert summary["num_cases"] == 2 and summary["missing_predictions"] == []
+    assert summary["classification"] is not None
+    commands = (out / "commands.sh").read_text()
+    for cmd in ("fastpanc synth", "fastpanc convert", "fastpanc plan", "fastpanc preprocess", "fastpanc train",
+                "fastpanc predict", "fastpanc evaluate"):
+        assert cmd in commands
+    page = (out / "report.html").read_text()
+    links = re.findall(r'<img src="([^"]+)"', page)
+    assert "model/fold_0/progress.png" in links and len(links) >= 4
+    for link in links:
+        assert (out / link).is_file(), f"report links {link}, which does not exist"
+
+
+@pytest.mark.slow
+def test_demo_report_renders_in_chromium(demo_run, browser):
+    out, rc, _ = demo_run
+    assert rc == 0
+    images = browser(out / "report.html", out / "report_screenshot.png")
+    broken = [im["src"] for im in images if not (im["complete"] and im["width"] > 0)]
+    assert images and not broken, f"images that did not load: {broken}"
+
+
+def test_demo_refuses_a_non_empty_folder(tmp_path, capsys):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "file").write_text("keep me")
+    assert main(["demo", str(tmp_path / "x"), "--device", "cpu"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (tmp_path / "x" / "file").read_text() == "keep me"
+
+
+def test_demo_config_and_budget():
+    with pytest.raises(ValueError, match="minutes"):
+        DemoConfig(minutes=0)
+    with pytest.raises(ValueError, match="device"):
+        DemoConfig(device="tpu")
+    c = DemoConfig(minutes=10, heldout_cases=6)
+    # 10 min budget, 3 min spent: training gets 7 min less the reserve (12% of 10 min + 6 x 6 s)
+    assert _train_minutes(c, 180) == pytest.approx(7 - 1.2 - 0.6)
+    assert _train_minutes(c, 10_000) == c.min_train_minutes

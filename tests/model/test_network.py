@@ -1,0 +1,200 @@
+"""Shapes, topologies, head kinds, gradients and plans validation of MultitaskResEncUNet."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from fastpanc.model import ArchConfig, HeadConfig, MultitaskResEncUNet, arch_from_plans
+from fastpanc.model.losses import LossConfig, MultitaskLoss
+
+TOPOLOGIES = {
+    # isotropic 3D, 4 stages
+    "iso3d": dict(
+        n_stages=4,
+        features_per_stage=[4, 8, 16, 16],
+        kernel_sizes=3,
+        strides=[1, 2, 2, 2],
+        n_blocks_per_stage=[1, 2, 2, 2],
+        n_conv_per_stage_decoder=1,
+    ),
+    # anisotropic like the real ResEnc M plans: (1,3,3) kernel first, no z pooling at the first step
+    "aniso3d": dict(
+        n_stages=4,
+        features_per_stage=[4, 8, 12, 16],
+        kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
+        strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]],
+        n_blocks_per_stage=[1, 1, 2, 1],
+        n_conv_per_stage_decoder=[1, 2, 1],
+    ),
+    "plain2d": dict(
+        n_stages=3,
+        features_per_stage=[4, 8, 8],
+        kernel_sizes=3,
+        strides=[1, 2, 2],
+        n_blocks_per_stage=1,
+        n_conv_per_stage_decoder=1,
+        dim=2,
+    ),
+}
+
+
+def _net(name: str, **kw) -> MultitaskResEncUNet:
+    torch.manual_seed(0)
+    return MultitaskResEncUNet(**TOPOLOGIES[name], **kw)
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [("iso3d", (16, 16, 24)), ("iso3d", (8, 32, 16)), ("aniso3d", (8, 24, 32)), ("plain2d", (20, 12))],
+)
+@pytest.mark.parametrize("head", ["attention", "pool"])
+def test_output_shapes(name: str, size: tuple[int, ...], head: str) -> None:
+    net = _net(name, head=head, num_input_channels=2)
+    strides = net.arch.strides
+    out = net(torch.randn(2, 2, *size))
+    assert len(out.seg) == net.arch.n_stages - 1
+    expect = list(size)
+    shapes = []
+    for s in strides[:-1]:
+        expect = [e // v for e, v in zip(expect, s)]
+        shapes.append((2, 3, *expect))
+    # seg[0] is full resolution: the first stride is 1 everywhere in these topologies
+    assert [tuple(t.shape) for t in out.seg] == shapes
+    assert out.cls is not None and out.cls.shape == (2, 3)
+
+    net.deep_supervision = False
+    out1 = net.eval()(torch.randn(1, 2, *size))
+    assert len(out1.seg) == 1 and out1.seg[0].shape == (1, 3, *size)
+
+
+def test_no_head_and_input_checks() -> None:
+    net = _net("iso3d", num_subtypes=0)
+    out = net(torch.randn(1, 1, 16, 16, 16))
+    assert out.cls is None and net.head is None
+    assert not any(k.startswith("head.") for k in net.state_dict())
+    with pytest.raises(ValueError, match="divisible by"):
+        net(torch.randn(1, 1, 12, 16, 16))
+    with pytest.raises(ValueError, match="expected input"):
+        net(torch.randn(1, 2, 16, 16, 16))
+    with pytest.raises(ValueError, match="num_subtypes"):
+        _net("iso3d", num_subtypes=1)
+    with pytest.raises(ValueError, match="head kind"):
+        _net("iso3d", head="transformer")
+
+
+def test_deep_supervision_off_gives_same_full_res_logits() -> None:
+    net = _net("aniso3d").eval()
+    x = torch.randn(1, 1, 8, 16, 16)
+    with torch.no_grad():
+        a = net(x)
+        net.deep_supervision = False
+        b = net(x)
+    torch.testing.assert_close(a.seg[0], b.seg[0])
+    torch.testing.assert_close(a.cls, b.cls)
+
+
+@pytest.mark.parametrize("head", ["attention", "pool"])
+def test_gradients_reach_both_heads_and_encoder(head: str) -> None:
+    net = _net("aniso3d", head=HeadConfig(kind=head, hidden=16, dropout=0.0))
+    x = torch.randn(2, 1, 8, 16, 16)
+    seg = torch.randint(0, 3, (2, 1, 8, 16, 16))
+    sub = torch.tensor([0, 2])
+    loss = MultitaskLoss(LossConfig(lambda_cls=1.0), class_counts=[3, 4, 5])
+
+    def grads(which: str) -> dict[str, torch.Tensor | None]:
+        net.zero_grad(set_to_none=True)
+        out = net(x)
+        part = loss.seg_loss(out.seg, seg) if which == "seg" else loss.cls_loss(out.cls, sub)
+        part.backward()
+        return {k: p.grad for k, p in net.named_parameters()}
+
+    g_seg = grads("seg")
+    g_cls = grads("cls")
+    enc_key = "encoder.stem.convs.0.conv.weight"
+    seg_key = "decoder.seg_layers.2.weight"  # full-resolution seg layer (the lowest one has DS weight 0)
+    head_key = next(k for k in g_cls if k.startswith("head."))
+    # segmentation loss trains encoder and seg layers; classification loss trains encoder and head
+    assert g_seg[enc_key] is not None and g_seg[enc_key].abs().sum() > 0
+    assert g_seg[seg_key] is not None and g_seg[seg_key].abs().sum() > 0
+    assert g_cls[enc_key] is not None and g_cls[enc_key].abs().sum() > 0
+    assert g_cls[head_key] is not None and g_cls[head_key].abs().sum() > 0
+    assert g_seg[head_key] is None  # the head is not part of the segmentation loss
+    assert g_seg["decoder.seg_layers.0.weight"] is None  # lowest deep-supervision output has weight 0
+
+
+def _plans(arch_kwargs: dict) -> dict:
+    return {
+        "configurations": {
+            "3d_fullres": {
+                "architecture": {
+                    "network_class_name": "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
+                    "arch_kwargs": arch_kwargs,
+                    "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+                }
+            },
+            "3d_lowres": {"inherits_from": "3d_fullres", "patch_size": [8, 8, 8]},
+        }
+    }
+
+
+BASE_KW = {
+    "n_stages": 3,
+    "features_per_stage": [4, 8, 8],
+    "conv_op": "torch.nn.modules.conv.Conv3d",
+    "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+    "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+    "n_blocks_per_stage": [1, 1, 1],
+    "n_conv_per_stage_decoder": [1, 1],
+    "conv_bias": True,
+    "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+    "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+    "dropout_op": None,
+    "dropout_op_kwargs": None,
+    "nonlin": "torch.nn.LeakyReLU",
+    "nonlin_kwargs": {"inplace": True},
+}
+
+
+def test_arch_from_plans_and_inheritance() -> None:
+    a = arch_from_plans(_plans(BASE_KW), "3d_lowres")
+    assert a == ArchConfig(
+        n_stages=3,
+        features_per_stage=(4, 8, 8),
+        kernel_sizes=((1, 3, 3), (3, 3, 3), (3, 3, 3)),
+        strides=((1, 1, 1), (1, 2, 2), (2, 2, 2)),
+        n_blocks_per_stage=(1, 1, 1),
+        n_conv_per_stage_decoder=(1, 1),
+    )
+    net = MultitaskResEncUNet.from_plans(_plans(BASE_KW), head="pool")
+    assert net.downsampling_factor == (2, 4, 4)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("conv_op", "torch.nn.modules.conv.Conv1d", "conv_op"),
+        ("norm_op", "torch.nn.BatchNorm3d", "norm_op"),
+        ("norm_op", "torch.nn.modules.instancenorm.InstanceNorm2d", "norm_op"),
+        ("nonlin", "torch.nn.GELU", "nonlin"),
+        ("dropout_op", "torch.nn.Dropout3d", "dropout_op"),
+        ("features_per_stage", [4, 8], "features_per_stage"),
+        ("kernel_sizes", [[2, 3, 3], [3, 3, 3], [3, 3, 3]], "odd"),
+    ],
+)
+def test_plans_with_unsupported_values_are_refused(key: str, value: object, match: str) -> None:
+    kw = copy.deepcopy(BASE_KW)
+    kw[key] = value
+    with pytest.raises(ValueError, match=match):
+        MultitaskResEncUNet.from_plans(_plans(kw))
+
+
+def test_plans_structure_errors() -> None:
+    with pytest.raises(ValueError, match="not in the plans"):
+        arch_from_plans(_plans(BASE_KW), "2d")
+    plans = _plans(BASE_KW)
+    plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"] = "x.PlainConvUNet"
+    with pytest.raises(ValueError, match="PlainConvUNet"):
+        arch_from_plans(plans)

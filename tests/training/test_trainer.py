@@ -1,0 +1,125 @@
+"""The training loop: both heads learn, checkpoints are plain data and atomic, resume is exact, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fastpanc.cli import main
+from fastpanc.training.checkpoint import atomic_save
+from fastpanc.training.config import AugmentConfig, NetworkOverrides, TrainConfig
+from fastpanc.training.trainer import Trainer, poly_lr
+
+QUICK = TrainConfig(epochs=2, iterations_per_epoch=2, val_iterations=1, num_workers=1, prefetch=2,
+                    lambda_ramp_epochs=0, augmentation=AugmentConfig(p_rotation=0.5, p_elastic=0.5))
+
+
+def test_loss_falls_and_both_heads_get_gradients(tiny_preprocessed: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(optimizer="adamw", lr=3e-3, lambda_ramp_epochs=0, lambda_cls=1.0, num_workers=1,
+                      augmentation=AugmentConfig(enabled=False), oversample_foreground=1.0)
+    tr = Trainer(tiny_preprocessed, tmp_path / "m", cfg, "cpu")
+    batches = [tr.sampler.sample(0, it) for it in range(4)]
+    losses = []
+    for step in range(24):
+        b = {k: torch.from_numpy(v) for k, v in batches[step % 4].items()}
+        losses.append(tr.train_step(b, seed=step))
+        if step == 0:
+            head = [p.grad for p in tr.network.head.parameters()]
+            seg_out = [p.grad for p in tr.network.decoder.parameters()]
+            assert all(g is not None for g in head) and any(float(g.abs().sum()) > 0 for g in head)
+            assert any(g is not None and float(g.abs().sum()) > 0 for g in seg_out)
+            first_enc = next(tr.network.encoder.parameters()).grad
+            assert first_enc is not None and float(first_enc.abs().sum()) > 0
+    seg = np.array([s for _, s, _ in losses])
+    cls = np.array([c for _, _, c in losses])
+    assert seg[-4:].mean() < 0.8 * seg[:4].mean(), seg
+    assert cls[-4:].mean() < 0.8 * cls[:4].mean(), cls
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["network_weights"]
+
+
+def test_exact_resume_and_checkpoint_contents(tiny_preprocessed: Path, tmp_path: Path) -> None:
+    Trainer(tiny_preprocessed, tmp_path / "a", QUICK, "cpu").fit()
+    Trainer(tiny_preprocessed, tmp_path / "b", QUICK, "cpu").fit(stop_after=1)
+    fold_b = tmp_path / "b" / "fold_0"
+    assert not (fold_b / "checkpoint_final.pth").exists()
+    assert torch.load(fold_b / "checkpoint_latest.pth", weights_only=True)["current_epoch"] == 1
+    Trainer(tiny_preprocessed, tmp_path / "b", None, "cpu", resume=True).fit()
+
+    wa, wb = _weights(tmp_path / "a/fold_0/checkpoint_final.pth"), _weights(fold_b / "checkpoint_final.pth")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
+    # the resumed run also continued the optimiser and the logs
+    sa = torch.load(tmp_path / "a/fold_0/checkpoint_final.pth", weights_only=True)
+    sb = torch.load(fold_b / "checkpoint_final.pth", weights_only=True)
+    assert sa["logging"]["train_loss"] == sb["logging"]["train_loss"]
+    assert sa["logging"]["lr"] == sb["logging"]["lr"] == [1e-2, poly_lr(1e-2, 0.5, 0.9)]
+
+    for key in ("network_weights", "optimizer_state", "grad_scaler_state", "current_epoch", "logging",
+                "inference_allowed_mirroring_axes", "trainer_name", "config", "fastpanc"):
+        assert key in sa, key
+    assert sa["current_epoch"] == 2 and sa["config"] == QUICK.to_dict()
+    assert sa["fastpanc"]["head"] == "attention" and sa["fastpanc"]["num_subtypes"] == 3
+    folder = tmp_path / "a"
+    for name in ("plans.json", "dataset.json", "train_config.json", "subtype_mapping.json", "splits_final.json",
+                 "fold_0/checkpoint_best.pth", "fold_0/checkpoint_latest.pth", "fold_0/progress.png",
+                 "fold_0/training_log.csv"):
+        assert (folder / name).is_file(), name
+    assert TrainConfig.load(folder / "train_config.json") == QUICK
+    assert len((folder / "fold_0/training_log.csv").read_text().strip().splitlines()) == 3
+    assert list((folder / "fold_0").glob("*.tmp*")) == []
+
+
+def test_network_overrides_are_written_to_plans(tiny_preprocessed: Path, tmp_path: Path) -> None:
+    cfg = QUICK.replace(epochs=1, iterations_per_epoch=1, patch_size=(8, 16, 16), batch_size=1,
+                        network=NetworkOverrides(features_scale=0.5, n_stages=2), head="pool")
+    Trainer(tiny_preprocessed, tmp_path / "m", cfg, "cpu").fit()
+    plans = json.loads((tmp_path / "m/plans.json").read_text())
+    conf = plans["configurations"]["3d_fullres"]
+    assert conf["patch_size"] == [8, 16, 16] and conf["batch_size"] == 1
+    assert conf["architecture"]["arch_kwargs"]["features_per_stage"] == [2, 4]
+    assert plans["fastpanc"]["head"] == "pool"
+    # the checkpoint rebuilds exactly from the folder's plans
+    from fastpanc.model.network import MultitaskResEncUNet
+
+    net = MultitaskResEncUNet.from_plans(plans, "3d_fullres", 1, head=plans["fastpanc"]["head"])
+    net.load_state_dict(_weights(tmp_path / "m/fold_0/checkpoint_final.pth"))
+    with pytest.raises(ValueError, match="must be divisible by"):
+        Trainer(tiny_preprocessed, tmp_path / "n", QUICK.replace(patch_size=(8, 10, 16)), "cpu")
+
+
+def test_cli_train_and_its_errors(tiny_preprocessed: Path, tmp_path: Path, capsys) -> None:
+    cfg_file = tmp_path / "cfg.json"
+    QUICK.save(cfg_file)
+    out = tmp_path / "model"
+    assert main(["train", str(tiny_preprocessed), "-o", str(out), "--config", str(cfg_file), "--epochs", "1",
+                 "--device", "cpu"]) == 0
+    assert TrainConfig.load(out / "train_config.json").epochs == 1
+    assert (out / "fold_0/checkpoint_final.pth").is_file()
+    assert main(["train", str(tiny_preprocessed), "-o", str(out), "--config", str(cfg_file)]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["train", str(tiny_preprocessed), "-o", str(out), "--resume", "--epochs", "5"]) == 2
+    assert "given config differs" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "nope"), "-o", str(tmp_path / "x")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_atomic_save_leaves_no_partial_file(tmp_path: Path) -> None:
+    target = tmp_path / "c.pth"
+    atomic_save({"a": torch.ones(2)}, target)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        atomic_save({"a": Unpicklable()}, target)
+    assert torch.equal(torch.load(target, weights_only=True)["a"], torch.ones(2))  # old file intact
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pth"]
