@@ -9,7 +9,7 @@ Cases come from ``fastpanc.data.synth.generate_case``: each is cropped to the pa
 CPU cost stays small. This is a relative comparison of the heads under a tight CPU budget, not an
 accuracy claim for real data.
 
-    python benchmarks/ablate_head.py --train-cases 60 --test-cases 30 --iters 600 --seeds 0 1
+    python benchmarks/ablate_head.py --train-cases 60 --test-cases 30 --iters 500 --seeds 0 1
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ ARCH = dict(
     features_per_stage=[8, 16, 32, 32],
     kernel_sizes=3,
     strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
-    n_blocks_per_stage=[1, 2, 2, 2],
+    n_blocks_per_stage=[1, 1, 2, 2],
     n_conv_per_stage_decoder=1,
 )
 HU_WINDOW = (-56.0, 180.0)  # the real data's CT-normalisation window
@@ -139,11 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train-cases", type=int, default=60)
     p.add_argument("--test-cases", type=int, default=30)
-    p.add_argument("--shape", type=int, nargs=3, default=[32, 48, 48], help="patch (z y x) after crop+resize")
+    p.add_argument("--shape", type=int, nargs=3, default=[16, 32, 48], help="patch (z y x) after crop+resize")
     p.add_argument(
         "--size-scale", type=float, default=0.5, help="generate_case size_scale (smaller = faster)"
     )
-    p.add_argument("--iters", type=int, default=600)
+    p.add_argument("--iters", type=int, default=500)
     p.add_argument("--iters-per-epoch", type=int, default=50, help="for the lambda warm-up schedule")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ramp", type=int, default=2, help="epochs of linear lambda ramp")
     p.add_argument("--heads", nargs="+", default=["pool", "attention"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="write the raw results as JSON here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -40,8 +40,9 @@ DEVICES = [
 NUM_CLASSES = 3
 
 
-def timings(fn: Callable[..., object], setup: Callable[[], object] | None = None, rounds: int = 5,
-            sync: bool = False) -> tuple[float, float]:
+def timings(
+    fn: Callable[..., object], setup: Callable[[], object] | None = None, rounds: int = 5, sync: bool = False
+) -> tuple[float, float]:
     """(min, median) wall time of ``fn`` over ``rounds`` after one warm-up; ``setup`` runs untimed."""
     times = []
     for i in range(rounds + 1):
@@ -57,7 +58,9 @@ def timings(fn: Callable[..., object], setup: Callable[[], object] | None = None
     return min(times), statistics.median(times)
 
 
-def _volume_shape(shared_data: Path, patch: tuple[int, ...], spacing: list[float]) -> tuple[str, tuple[int, ...]]:
+def _volume_shape(
+    shared_data: Path, patch: tuple[int, ...], spacing: list[float]
+) -> tuple[str, tuple[int, ...]]:
     sitk = pytest.importorskip("SimpleITK", reason="SimpleITK reads the real CT headers")
     best = None
     for p in sorted((shared_data / "real" / "test_images").glob("*_0000.nii.gz")):
@@ -75,7 +78,9 @@ def _volume_shape(shared_data: Path, patch: tuple[int, ...], spacing: list[float
     return best[1], tuple(max(s, p) for s, p in zip(best[2], patch))  # nnU-Net pads to the patch size
 
 
-def nnunet_aggregate(preds: list[torch.Tensor], slicers, shape, gaussian: torch.Tensor, device) -> torch.Tensor:
+def nnunet_aggregate(
+    preds: list[torch.Tensor], slicers, shape, gaussian: torch.Tensor, device
+) -> torch.Tensor:
     """nnU-Net v2.8.1's aggregation loop and final argmax, network calls replaced by ``preds``."""
     predicted_logits = torch.zeros((NUM_CLASSES, *shape), dtype=torch.half, device=device)
     n_predictions = torch.zeros(shape, dtype=torch.half, device=device)
@@ -100,7 +105,9 @@ def fastpanc_aggregate(preds: torch.Tensor, starts: list[list[int]], shape, gaus
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_aggregate_vs_nnunet(benchmark, shared_data, device):
-    swp = pytest.importorskip("nnunetv2.inference.sliding_window_prediction", reason="nnunetv2 is the baseline")
+    swp = pytest.importorskip(
+        "nnunetv2.inference.sliding_window_prediction", reason="nnunetv2 is the baseline"
+    )
     plans = json.loads((shared_data / "real" / "plans" / "nnUNetResEncUNetMPlans.json").read_text())
     cfg = plans["configurations"]["3d_fullres"]
     patch = tuple(cfg["patch_size"])
@@ -126,21 +133,37 @@ def test_aggregate_vs_nnunet(benchmark, shared_data, device):
     agree = float((got.long() == want).float().mean())
     assert agree > 0.99, f"labels agree with nnU-Net's on only {agree:.5f} of voxels"
 
-    base_min, base_med = timings(lambda p: nnunet_aggregate(p, slicers, shape, g_half, dev),
-                                 setup=lambda: [p.clone() for p in preds], sync=sync)
+    base_min, base_med = timings(
+        lambda p: nnunet_aggregate(p, slicers, shape, g_half, dev),
+        setup=lambda: [p.clone() for p in preds],
+        sync=sync,
+    )
 
     def fp32_torch(p):  # the same loop in float32, to show what the half precision costs nnU-Net
         return nnunet_aggregate_fp32(p, slicers, shape, g32, dev)
 
     ref32_min, _ = timings(fp32_torch, setup=lambda: [p.clone() for p in preds], sync=sync, rounds=3)
     fast_min, fast_med = timings(lambda: fastpanc_aggregate(preds, starts, shape, g32, dev), sync=sync)
-    record("kernel_aggregate", base_min, fast_min, COMMAND, device=device, extra={
-        "image": name, "volume_zyx": list(shape), "patch": list(patch), "windows": len(slices),
-        "classes": NUM_CLASSES, "timing": "min of 5 rounds after a warm-up",
-        "baseline_median_s": base_med, "fastpanc_median_s": fast_med,
-        "torch_float32_loop_min_s": ref32_min, "label_agreement_with_nnunet": agree,
-        "threads": torch.get_num_threads(),
-    })
+    record(
+        "kernel_aggregate",
+        base_min,
+        fast_min,
+        COMMAND,
+        device=device,
+        extra={
+            "image": name,
+            "volume_zyx": list(shape),
+            "patch": list(patch),
+            "windows": len(slices),
+            "classes": NUM_CLASSES,
+            "timing": "min of 5 rounds after a warm-up",
+            "baseline_median_s": base_med,
+            "fastpanc_median_s": fast_med,
+            "torch_float32_loop_min_s": ref32_min,
+            "label_agreement_with_nnunet": agree,
+            "threads": torch.get_num_threads(),
+        },
+    )
 
     def run():
         fastpanc_aggregate(preds, starts, shape, g32, dev)

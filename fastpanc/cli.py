@@ -59,7 +59,8 @@ def _add_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-cases", type=int, default=0, help="unlabeled test images to write as well")
     p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of cases in validation/")
     p.add_argument("--size-scale", type=float, default=1.0,
-                   help="scale the field of view (smaller is faster; 1.0 gives real-like crop sizes)")
+                   help="voxels per axis relative to real-like crops: the spacing is coarsened by 1/X, the anatomy "
+                        "keeps its size in mm (smaller is faster; 1.0 gives real-like crop sizes and spacings)")
     p.add_argument("-j", "--workers", type=int, default=1)
 
 

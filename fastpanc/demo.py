@@ -23,8 +23,12 @@ import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from fastpanc.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +57,10 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.minutes) and self.minutes > 0):
             raise ValueError(f"--minutes must be > 0, got {self.minutes}")
-        if self.train_cases < 4:
-            raise ValueError(f"train_cases must be >= 4 (training needs train and validation cases of 3 subtypes), "
-                             f"got {self.train_cases}")
-        if self.heldout_cases < 1:
-            raise ValueError(f"heldout_cases must be >= 1, got {self.heldout_cases}")
+        if self.train_cases < 6:
+            raise ValueError(f"train_cases must be >= 6 (train and validation cases of 3 subtypes), got {self.train_cases}")
+        if self.heldout_cases < 3:
+            raise ValueError(f"heldout_cases must be >= 3 (one per subtype), got {self.heldout_cases}")
         if not 0 < self.size_scale <= 1.5:
             raise ValueError(f"size_scale must be in (0, 1.5], got {self.size_scale}")
         if not 0 < self.val_fraction < 1:
@@ -68,22 +71,38 @@ class DemoConfig:
             raise ValueError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
 
 
-def small_train_config(minutes: float, device: str, seed: int):
+CPU_PATCH_CAP = (32, 64, 64)
+GPU_PATCH_CAP = (64, 128, 128)
+
+
+def small_train_config(
+    plans: dict[str, Any], minutes: float, device: str, seed: int, configuration: str = "3d_fullres"
+) -> TrainConfig:
     """A training configuration small enough for a few minutes on 2 CPU cores (larger on a GPU).
 
-    Patches of 32 x 64 x 64, a network capped at 64 features in 4 stages, short epochs so the time
-    budget is met closely, light augmentation, and the subtype loss switched on from the first epoch.
+    At most 4 stages of one residual block each, capped at 32 features (64 on a GPU); the planned patch
+    clipped to ``CPU_PATCH_CAP`` (``GPU_PATCH_CAP``) and kept divisible by the strides; short epochs so
+    the time budget is met closely; light augmentation; the subtype loss ramped in over 3 epochs.
     """
     from fastpanc.training.config import AugmentConfig, NetworkOverrides, TrainConfig
 
     gpu = device.startswith("cuda")
+    conf = plans["configurations"][configuration]
+    kw = conf["architecture"]["arch_kwargs"]
+    n_stages = min(4, int(kw["n_stages"]))
+    factor = [1, 1, 1]
+    for stride in kw["strides"][:n_stages]:
+        factor = [f * int(v) for f, v in zip(factor, stride)]
+    cap = GPU_PATCH_CAP if gpu else CPU_PATCH_CAP
+    patch = tuple(max(f, min(int(p), c) // f * f) for p, c, f in zip(conf["patch_size"], cap, factor))
     return TrainConfig(
         minutes=minutes,
         epochs=1000,
-        iterations_per_epoch=50 if gpu else 12,
-        val_iterations=10 if gpu else 3,
+        iterations_per_epoch=50 if gpu else 10,
+        val_iterations=10 if gpu else 2,
         batch_size=4 if gpu else 2,
-        patch_size=(32, 64, 64),
+        patch_size=patch,
+        configuration=configuration,
         optimizer="adamw",
         lr=3e-3,
         lambda_warmup_epochs=0,
@@ -92,7 +111,9 @@ def small_train_config(minutes: float, device: str, seed: int):
         prefetch=2,
         seed=seed,
         augmentation=AugmentConfig(p_rotation=0.1, p_scaling=0.1, p_lowres=0.0, p_gamma=0.1, p_blur=0.0),
-        network=NetworkOverrides(features_cap=64 if gpu else 32, n_stages=4),
+        network=NetworkOverrides(
+            features_cap=64 if gpu else 32, n_stages=n_stages, n_blocks_per_stage=(1,) * n_stages
+        ),
     )
 
 
@@ -102,7 +123,9 @@ class _Runner:
     def __init__(self, out: Path) -> None:
         self.out = out
         self.script = out / "commands.sh"
-        self.script.write_text("#!/usr/bin/env bash\n# The commands of this demo run, in order.\nset -euo pipefail\n")
+        self.script.write_text(
+            "#!/usr/bin/env bash\n# The commands of this demo run, in order.\nset -euo pipefail\n"
+        )
 
     def __call__(self, command: str, *argv: str, ok_codes: tuple[int, ...] = (0,)) -> int:
         from fastpanc.cli import COMMANDS, build_parser
@@ -113,16 +136,24 @@ class _Runner:
         args.verbose = 0
         rc = int(COMMANDS[command][2](args) or 0)
         if rc not in ok_codes:
-            raise RuntimeError(f"demo step `fastpanc {command}` exited with code {rc}; see the messages above")
+            raise RuntimeError(
+                f"demo step `fastpanc {command}` exited with code {rc}; see the messages above"
+            )
         return rc
 
 
 def _train_minutes(config: DemoConfig, elapsed_s: float) -> float:
-    reserve_s = config.reserve_fraction * config.minutes * 60 + config.seconds_per_heldout_case * config.heldout_cases
+    reserve_s = (
+        config.reserve_fraction * config.minutes * 60 + config.seconds_per_heldout_case * config.heldout_cases
+    )
     left = (config.minutes * 60 - elapsed_s - reserve_s) / 60
     if left < config.min_train_minutes:
-        log.warning("only %.1f min of the %.1f min budget left for training; training %.2f min instead",
-                    max(left, 0.0), config.minutes, config.min_train_minutes)
+        log.warning(
+            "only %.1f min of the %.1f min budget left for training; training %.2f min instead",
+            max(left, 0.0),
+            config.minutes,
+            config.min_train_minutes,
+        )
     return max(left, config.min_train_minutes)
 
 
@@ -152,70 +183,173 @@ def run_demo(out: str | Path, config: DemoConfig) -> dict:
     seed, scale = config.seed, f"{config.size_scale:g}"
 
     def synth() -> None:
-        run("synth", s(root / "cohort_train"), "--cases", s(config.train_cases), "--seed", s(seed),
-            "--val-fraction", f"{config.val_fraction:g}", "--size-scale", scale)
-        run("synth", s(root / "cohort_heldout"), "--cases", s(config.heldout_cases), "--seed", s(seed + 1000),
-            "--val-fraction", "0", "--size-scale", scale)
+        run(
+            "synth",
+            s(root / "cohort_train"),
+            "--cases",
+            s(config.train_cases),
+            "--seed",
+            s(seed),
+            "--val-fraction",
+            f"{config.val_fraction:g}",
+            "--size-scale",
+            scale,
+        )
+        run(
+            "synth",
+            s(root / "cohort_heldout"),
+            "--cases",
+            s(config.heldout_cases),
+            "--seed",
+            s(seed + 1000),
+            "--val-fraction",
+            "0",
+            "--size-scale",
+            scale,
+        )
 
     def convert() -> None:
         run("convert", s(root / "cohort_train"), s(root / "raw_train"))
         run("convert", s(root / "cohort_heldout"), s(root / "raw_heldout"))
 
-    step("synth", "cohort_train/, cohort_heldout/",
-         f"{config.train_cases} training and {config.heldout_cases} held-out cases", synth)
+    step(
+        "synth",
+        "cohort_train/, cohort_heldout/",
+        f"{config.train_cases} training and {config.heldout_cases} held-out cases",
+        synth,
+    )
     step("convert", "raw_train/, raw_heldout/", "nnU-Net v2 raw datasets", convert)
-    step("plan", "plans.json", "ResEnc M planner",
-         lambda: run("plan", s(root / "raw_train"), "-o", s(root / "plans.json")))
-    step("preprocess", "preprocessed/", "crop, resample, normalise",
-         lambda: run("preprocess", s(root / "raw_train"), "--plans", s(root / "plans.json"),
-                     "-o", s(root / "preprocessed")))
+    step(
+        "plan",
+        "plans.json",
+        "ResEnc M planner",
+        lambda: run("plan", s(root / "raw_train"), "-o", s(root / "plans.json")),
+    )
+    step(
+        "preprocess",
+        "preprocessed/",
+        "crop, resample, normalise",
+        lambda: run(
+            "preprocess",
+            s(root / "raw_train"),
+            "--plans",
+            s(root / "plans.json"),
+            "-o",
+            s(root / "preprocessed"),
+        ),
+    )
     train_minutes = _train_minutes(config, time.perf_counter() - start)
-    train_cfg = small_train_config(train_minutes, config.device, seed)
+    plans = json.loads((root / "plans.json").read_text())
+    train_cfg = small_train_config(plans, train_minutes, config.device, seed)
     train_cfg.save(root / "train_config.json")
-    step("train", "model/", f"{train_minutes:.2f} min on {config.device}",
-         lambda: run("train", s(root / "preprocessed"), "-o", s(root / "model"), "--config",
-                     s(root / "train_config.json"), "--device", config.device))
+    step(
+        "train",
+        "model/",
+        f"{train_minutes:.2f} min on {config.device}",
+        lambda: run(
+            "train",
+            s(root / "preprocessed"),
+            "-o",
+            s(root / "model"),
+            "--config",
+            s(root / "train_config.json"),
+            "--device",
+            config.device,
+        ),
+    )
     from fastpanc.cli import EXIT_PARTIAL_FAILURE
 
-    step("predict", "predictions/", f"{config.heldout_cases} held-out cases",
-         lambda: run("predict", "-i", s(root / "raw_heldout" / "imagesTr"), "-o", s(root / "predictions"),
-                     "-m", s(root / "model"), "--device", config.device, ok_codes=(0, EXIT_PARTIAL_FAILURE)))
+    step(
+        "predict",
+        "predictions/",
+        f"{config.heldout_cases} held-out cases",
+        lambda: run(
+            "predict",
+            "-i",
+            s(root / "raw_heldout" / "imagesTr"),
+            "-o",
+            s(root / "predictions"),
+            "-m",
+            s(root / "model"),
+            "--device",
+            config.device,
+            ok_codes=(0, EXIT_PARTIAL_FAILURE),
+        ),
+    )
     result: dict = {}
 
     def evaluate() -> None:
         from fastpanc.evaluation.evaluate import evaluate_folders
 
-        result.update(evaluate_folders(
-            root / "predictions", root / "raw_heldout" / "labelsTr", root / "evaluation",
-            pred_subtypes=root / "predictions" / "subtype_results.csv",
-            gt_subtypes=root / "raw_heldout" / "subtype_mapping.json",
-            images_dir=root / "raw_heldout" / "imagesTr"))
+        result.update(
+            evaluate_folders(
+                root / "predictions",
+                root / "raw_heldout" / "labelsTr",
+                root / "evaluation",
+                pred_subtypes=root / "predictions" / "subtype_results.csv",
+                gt_subtypes=root / "raw_heldout" / "subtype_mapping.json",
+                images_dir=root / "raw_heldout" / "imagesTr",
+            )
+        )
         with run.script.open("a") as fh:
-            fh.write(shlex.join(["fastpanc", "evaluate", "--pred", s(root / "predictions"),
-                                 "--gt", s(root / "raw_heldout" / "labelsTr"),
-                                 "--pred-subtypes", s(root / "predictions" / "subtype_results.csv"),
-                                 "--gt-subtypes", s(root / "raw_heldout" / "subtype_mapping.json"),
-                                 "--images", s(root / "raw_heldout" / "imagesTr"),
-                                 "-o", s(root / "evaluation")]) + "\n")
+            fh.write(
+                shlex.join(
+                    [
+                        "fastpanc",
+                        "evaluate",
+                        "--pred",
+                        s(root / "predictions"),
+                        "--gt",
+                        s(root / "raw_heldout" / "labelsTr"),
+                        "--pred-subtypes",
+                        s(root / "predictions" / "subtype_results.csv"),
+                        "--gt-subtypes",
+                        s(root / "raw_heldout" / "subtype_mapping.json"),
+                        "--images",
+                        s(root / "raw_heldout" / "imagesTr"),
+                        "-o",
+                        s(root / "evaluation"),
+                    ]
+                )
+                + "\n"
+            )
 
     step("evaluate", "evaluation/", "Dice, NSD, HD95, subtype F1", evaluate)
     bar.close()
     total = time.perf_counter() - start
     curves = sorted((root / "model").glob("fold_*/progress.png"))
     if not curves:
-        raise FileNotFoundError(f"the trainer wrote no progress.png under {root / 'model'}; the report needs it")
+        raise FileNotFoundError(
+            f"the trainer wrote no progress.png under {root / 'model'}; the report needs it"
+        )
     import torch
 
     from fastpanc import __version__
 
-    facts = {"fastpanc": __version__, "torch": torch.__version__, "device": config.device,
-             "time budget": f"{config.minutes:g} min", "total time": f"{total / 60:.2f} min",
-             "training time": f"{train_minutes:.2f} min", "commands": "commands.sh"}
-    report = write_html_report(root / "report.html", ReportInputs(
-        summary=result, evaluation_dir=root / "evaluation", title="fastpanc demo", steps=steps,
-        training_curve=curves[0], facts=facts,
-        notes=["Synthetic CT cohort and a small model trained for minutes: the numbers show that the pipeline "
-               "runs end to end, not the accuracy of a fully trained model on real data."]))
+    facts = {
+        "fastpanc": __version__,
+        "torch": torch.__version__,
+        "device": config.device,
+        "time budget": f"{config.minutes:g} min",
+        "total time": f"{total / 60:.2f} min",
+        "training time": f"{train_minutes:.2f} min",
+        "commands": "commands.sh",
+    }
+    report = write_html_report(
+        root / "report.html",
+        ReportInputs(
+            summary=result,
+            evaluation_dir=root / "evaluation",
+            title="fastpanc demo",
+            steps=steps,
+            training_curve=curves[0],
+            facts=facts,
+            notes=[
+                "Synthetic CT cohort and a small model trained for minutes: the numbers show that the pipeline "
+                "runs end to end, not the accuracy of a fully trained model on real data."
+            ],
+        ),
+    )
     print(format_verdict(result))
     print(f"demo finished in {total / 60:.2f} min (budget {config.minutes:g} min); report: {report}")
     if total > config.minutes * 60 * 1.1:
@@ -230,7 +364,13 @@ def demo_command(args: argparse.Namespace) -> int:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    config = DemoConfig(minutes=args.minutes, device=device, seed=args.seed, train_cases=args.cases,
-                        heldout_cases=args.heldout_cases, size_scale=args.size_scale)
+    config = DemoConfig(
+        minutes=args.minutes,
+        device=device,
+        seed=args.seed,
+        train_cases=args.cases,
+        heldout_cases=args.heldout_cases,
+        size_scale=args.size_scale,
+    )
     run_demo(args.out, config)
     return 0

@@ -132,9 +132,18 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
         v = np.asarray([r[key] for r in rows], dtype=np.float64)
         v = v[np.isfinite(v)]
         q = np.percentile(v, [5, 25, 50, 75, 95])
-        s = {"n": int(v.size), "mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()),
-             "max": float(v.max()), "q05": float(q[0]), "q25": float(q[1]), "q50": float(q[2]),
-             "q75": float(q[3]), "q95": float(q[4])}
+        s = {
+            "n": int(v.size),
+            "mean": float(v.mean()),
+            "std": float(v.std()),
+            "min": float(v.min()),
+            "max": float(v.max()),
+            "q05": float(q[0]),
+            "q25": float(q[1]),
+            "q50": float(q[2]),
+            "q75": float(q[3]),
+            "q95": float(q[4]),
+        }
         if (v > 0).all():
             s["log_mean"], s["log_std"] = float(np.log(v).mean()), float(np.log(v).std())
         out[key] = {k: round(x, 5) if isinstance(x, float) else x for k, x in s.items()}
@@ -151,7 +160,9 @@ def _spacing_counts(values: list[float]) -> dict[str, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "fastpanc" / "data" / "synth_stats.json"))
+    ap.add_argument(
+        "--out", default=str(Path(__file__).resolve().parents[1] / "fastpanc" / "data" / "synth_stats.json")
+    )
     args = ap.parse_args()
     real = Path(args.data) / "real"
     masks = sorted((real / "masks").glob("quiz_*_*.nii.gz"))
@@ -162,7 +173,9 @@ def main() -> None:
         subtype = int(re.match(r"quiz_(\d)_", path.name).group(1))
         per_subtype[subtype].append(mask_features(path))
     hu: dict[int, list[dict[str, float]]] = {0: [], 2: []}
-    for label_path in tqdm(sorted((real / "labeled" / "labelsTr").glob("quiz_2_*.nii.gz")), desc="labeled HU"):
+    for label_path in tqdm(
+        sorted((real / "labeled" / "labelsTr").glob("quiz_2_*.nii.gz")), desc="labeled HU"
+    ):
         image_path = real / "labeled" / "imagesTr" / label_path.name.replace(".nii.gz", "_0000.nii.gz")
         hu[2].append(hu_features(image_path, label_path))
     pair = real / "raw_pair"
@@ -170,6 +183,12 @@ def main() -> None:
     stats = {
         "source": "scripts/derive_synth_stats.py on the challenge's real masks (245) and labeled images",
         "hu_window": list(HU_WINDOW),
+        "notes": [
+            "masks: original geometry; lesion_position is the lesion centroid along the pancreas' principal "
+            "axis, 0 at the head (patient right) and 1 at the tail",
+            "attenuation 2: the 59 labelled subtype-2 images (HU clipped to hu_window); attenuation 0: the one "
+            "raw subtype-0 case, clipped likewise; no labelled subtype-1 image exists",
+        ],
         "real_subtype_counts": {"0": 62, "1": 106, "2": 84},
         "masks": {str(k): summarise(v) for k, v in per_subtype.items()},
         "attenuation": {str(k): summarise(v) for k, v in hu.items()},

@@ -12,7 +12,7 @@ using namespace fastpanc;
 
 namespace {
 std::array<int64_t, 3> shape3(const std::vector<int64_t>& s) {
-  if (s.size() != 3) fail("resample_labels: out_shape must have 3 entries (Z, Y, X)");
+  if (s.size() != 3) fail("resample: out_shape must have 3 entries (Z, Y, X)");
   return {s[0], s[1], s[2]};
 }
 }  // namespace
@@ -29,6 +29,17 @@ FASTPANC_BIND(resample) {
                            reinterpret_cast<const float*>(lo), reinterpret_cast<const float*>(hi));
       },
       "Resample a (C, Z, Y, X) view along one axis (CPU, OpenMP).");
+  m.def(
+      "resample_lowres_cpu",
+      [](std::uintptr_t x, std::vector<int64_t> shape, std::vector<int64_t> strides, int dtype, std::uintptr_t out,
+         int out_dtype, std::vector<int64_t> out_shape, std::vector<int> orders) {
+        View4 v = make_view(x, shape, strides, dtype);
+        const auto os = shape3(out_shape);
+        if (orders.size() != 3) fail("resample: orders must have 3 entries (Z, Y, X)");
+        py::gil_scoped_release nogil;
+        cpu::resample_lowres(v, out, static_cast<DType>(out_dtype), os.data(), orders.data());
+      },
+      "Resample a (C, Z, Y, X) view with order 0/1 per axis in one pass (CPU, OpenMP).");
   m.def(
       "resample_labels_cpu",
       [](std::uintptr_t x, std::vector<int64_t> shape, std::vector<int64_t> strides, int dtype, std::uintptr_t out,

@@ -60,6 +60,10 @@ TapTable make_taps(int64_t n_in, int64_t n_out, int order) {
   return t;
 }
 
+constexpr int64_t kLanes = 256;  // lanes of a tile of contiguous lines
+constexpr int64_t kGather = 64;  // lanes of a tile of gathered (transposed) lines
+constexpr int64_t kMinLanes = 16;
+
 // Cubic B-spline prefilter of `len` rows of T lanes (row r at buf + r * T), scipy's "reflect" initialisation.
 // Terms of the initial sum below |pole|^40 (~1e-23) are dropped.
 void prefilter_rows(float* buf, int64_t len, int64_t T, int64_t nt) {
@@ -72,7 +76,7 @@ void prefilter_rows(float* buf, int64_t len, int64_t T, int64_t nt) {
   const double zn_d = len <= 40 ? std::pow(rs::kPole, static_cast<double>(len)) : 0.0;
   const float zn = static_cast<float>(zn_d);
   const float scale = static_cast<float>(rs::kPole / (1.0 - zn_d * zn_d));
-  float acc[64];
+  float acc[kLanes];
   for (int64_t t = 0; t < nt; ++t) acc[t] = 0.f;
   double zi = 1.0;
   for (int64_t i = 0; i < K; ++i) {
@@ -97,6 +101,11 @@ void prefilter_rows(float* buf, int64_t len, int64_t T, int64_t nt) {
   }
 }
 
+// A pass resamples "lines" (all samples along `dim` at one position of the other dims), T lines ("lanes") at a
+// time so that the recursions and the interpolation run as vector operations across lanes. When the lines of
+// one outer index are contiguous and many (B >= kMinLanes) a tile takes T of them; otherwise (the X pass) a
+// tile takes T consecutive lines and loads/stores them transposed.
+
 template <typename In, typename Out>
 void axis_pass(const View4& in, Out* out, int dim, int64_t m, int order, int clip_mode, int clip_dim,
                const float* lo, const float* hi) {
@@ -109,54 +118,62 @@ void axis_pass(const View4& in, Out* out, int dim, int64_t m, int order, int cli
   const int ntap = taps.ntap;
   const int64_t pad = order == 3 ? rs::kPad : 0;
   const int64_t len = n + 2 * pad;
-  const int64_t T = B == 1 ? 1 : 64;
-  const int64_t tiles = (B + T - 1) / T;
-  const int64_t tasks = A * tiles;
+  const bool per_outer = B >= kMinLanes;
+  const int64_t T = per_outer ? kLanes : kGather;
+  const int64_t tiles_per_a = per_outer ? (B + T - 1) / T : 0;
+  const int64_t tasks = per_outer ? A * tiles_per_a : (A * B + T - 1) / T;
   const int64_t s_axis = in.stride[dim];
 
 #pragma omp parallel
   {
     std::vector<float> buf(len * T);
-    int64_t ioff[64];
-    float clo[64], chi[64];
-    float acc[64];
+    int64_t ioff[kLanes], ooff[kLanes];
+    float clo[kLanes], chi[kLanes], acc[kLanes];
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t a = task / tiles, b0 = (task % tiles) * T, nt = std::min(T, B - b0);
-      int64_t index[4] = {0, 0, 0, 0};
-      int64_t rem = a;
-      for (int d = dim - 1; d >= 0; --d) {
-        index[d] = rem % in.shape[d];
-        rem /= in.shape[d];
+      int64_t l0, nt;
+      if (per_outer) {
+        const int64_t a = task / tiles_per_a, b0 = (task % tiles_per_a) * T;
+        l0 = a * B + b0;
+        nt = std::min(T, B - b0);
+      } else {
+        l0 = task * T;
+        nt = std::min(T, A * B - l0);
       }
-      int64_t base = 0;
-      for (int d = 0; d < dim; ++d) base += index[d] * in.stride[d];
-      // offsets (and clip bounds) of the tile's lanes
+      // offsets of each lane's line in the input (at sample 0) and the output (at sample 0), clip bounds
       for (int64_t t = 0; t < nt; ++t) {
-        int64_t r = b0 + t, off = 0;
-        int64_t lane[4] = {index[0], index[1], index[2], index[3]};
+        const int64_t l = l0 + t;
+        int64_t a = l / B, b = l % B;
+        int64_t idx[4] = {0, 0, 0, 0};
         for (int d = 3; d > dim; --d) {
-          lane[d] = r % in.shape[d];
-          r /= in.shape[d];
-          off += lane[d] * in.stride[d];
+          idx[d] = b % in.shape[d];
+          b /= in.shape[d];
         }
-        ioff[t] = off;
+        for (int d = dim - 1; d >= 0; --d) {
+          idx[d] = a % in.shape[d];
+          a /= in.shape[d];
+        }
+        ioff[t] = idx[0] * in.stride[0] + idx[1] * in.stride[1] + idx[2] * in.stride[2] + idx[3] * in.stride[3];
+        ooff[t] = (l / B) * m * B + l % B;
         if (clip_mode == 1) {
-          clo[t] = lo[lane[0]];
-          chi[t] = hi[lane[0]];
+          clo[t] = lo[idx[0]];
+          chi[t] = hi[idx[0]];
         } else if (clip_mode == 2) {
-          const int64_t k = lane[0] * in.shape[clip_dim] + lane[clip_dim];
+          const int64_t k = idx[0] * in.shape[clip_dim] + idx[clip_dim];
           clo[t] = lo[k];
           chi[t] = hi[k];
         }
       }
-      bool contiguous = true;
-      for (int64_t t = 1; t < nt; ++t) contiguous = contiguous && ioff[t] == ioff[0] + t;
-      // load the tile's lines (rows k = sample along `dim`, lanes t)
+      bool in_contig = true, out_contig = true;
+      for (int64_t t = 1; t < nt; ++t) {
+        in_contig = in_contig && ioff[t] == ioff[0] + t;
+        out_contig = out_contig && ooff[t] == ooff[0] + t;
+      }
+      // load (row k + pad of the buffer holds sample k of every lane)
       for (int64_t k = 0; k < n; ++k) {
-        const In* row = src + base + k * s_axis;
+        const In* row = src + k * s_axis;
         float* dst = buf.data() + (k + pad) * T;
-        if (contiguous) {
+        if (in_contig) {
           row += ioff[0];
           for (int64_t t = 0; t < nt; ++t) dst[t] = load(row + t);
         } else {
@@ -179,8 +196,12 @@ void axis_pass(const View4& in, Out* out, int dim, int64_t m, int order, int cli
         }
         if (clip_mode != 0)
           for (int64_t t = 0; t < nt; ++t) acc[t] = std::min(std::max(acc[t], clo[t]), chi[t]);
-        Out* o = out + (a * m + j) * B + b0;
-        for (int64_t t = 0; t < nt; ++t) store(o + t, acc[t]);
+        if (out_contig) {
+          Out* o = out + ooff[0] + j * B;
+          for (int64_t t = 0; t < nt; ++t) store(o + t, acc[t]);
+        } else {
+          for (int64_t t = 0; t < nt; ++t) store(out + ooff[t] + j * B, acc[t]);
+        }
       }
     }
   }
@@ -199,6 +220,87 @@ void by_out(const View4& in, std::uintptr_t out, DType od, int dim, int64_t m, i
     case DType::bf16:
       axis_pass<In>(in, reinterpret_cast<Bf16*>(out), dim, m, order, clip_mode, clip_dim, lo, hi);
       break;
+    default:
+      fail(std::string("resample: output dtype must be float32, float16 or bfloat16, got ") + dtype_name(od));
+  }
+}
+
+// Orders 0 and 1 in one pass (the tensor product of 1- or 2-tap axes): each output row blends its (up to 4)
+// input rows into a row of the input's width, then interpolates along X. No intermediate volume.
+template <typename In, typename Out>
+void lowres_pass(const View4& in, Out* out, const int64_t os[3], const int orders[3]) {
+  const In* src = reinterpret_cast<const In*>(in.ptr);
+  const int64_t C = in.shape[0], xin = in.shape[3];
+  std::vector<int64_t> idx[3];
+  std::vector<float> wt[3];
+  int ntap[3];
+  for (int d = 0; d < 3; ++d) {
+    const int64_t n = in.shape[d + 1], m = os[d];
+    const int order = n == m ? 0 : orders[d];  // an unchanged axis is the identity
+    ntap[d] = order + 1;
+    idx[d].resize(m * ntap[d]);
+    wt[d].resize(m * ntap[d]);
+    int64_t ii[2];
+    double ww[2];
+    for (int64_t k = 0; k < m; ++k) {
+      rs::axis_taps(k, n, m, order, ii, ww);
+      for (int h = 0; h < ntap[d]; ++h) {
+        idx[d][k * ntap[d] + h] = ii[h];
+        wt[d][k * ntap[d] + h] = static_cast<float>(ww[h]);
+      }
+    }
+  }
+  const int64_t s0 = in.stride[0], s1 = in.stride[1], s2 = in.stride[2], s3 = in.stride[3];
+  const bool x_identity = ntap[2] == 1 && xin == os[2];
+#pragma omp parallel
+  {
+    std::vector<float> row(xin);
+#pragma omp for collapse(3) schedule(static)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t z = 0; z < os[0]; ++z)
+        for (int64_t y = 0; y < os[1]; ++y) {
+          bool first = true;
+          for (int a = 0; a < ntap[0]; ++a)
+            for (int b = 0; b < ntap[1]; ++b) {
+              const float w = wt[0][z * ntap[0] + a] * wt[1][y * ntap[1] + b];
+              const In* r = src + c * s0 + idx[0][z * ntap[0] + a] * s1 + idx[1][y * ntap[1] + b] * s2;
+              float* t = row.data();
+              if (s3 == 1) {
+                if (first)
+                  for (int64_t x = 0; x < xin; ++x) t[x] = w * load(r + x);
+                else
+                  for (int64_t x = 0; x < xin; ++x) t[x] += w * load(r + x);
+              } else {
+                if (first)
+                  for (int64_t x = 0; x < xin; ++x) t[x] = w * load(r + x * s3);
+                else
+                  for (int64_t x = 0; x < xin; ++x) t[x] += w * load(r + x * s3);
+              }
+              first = false;
+            }
+          Out* o = out + ((c * os[0] + z) * os[1] + y) * os[2];
+          const float* t = row.data();
+          if (x_identity) {
+            for (int64_t x = 0; x < os[2]; ++x) store(o + x, t[x]);
+          } else if (ntap[2] == 1) {
+            const int64_t* xi = idx[2].data();
+            for (int64_t x = 0; x < os[2]; ++x) store(o + x, t[xi[x]]);
+          } else {
+            const int64_t* xi = idx[2].data();
+            const float* xw = wt[2].data();
+            for (int64_t x = 0; x < os[2]; ++x)
+              store(o + x, xw[2 * x] * t[xi[2 * x]] + xw[2 * x + 1] * t[xi[2 * x + 1]]);
+          }
+        }
+  }
+}
+
+template <typename In>
+void lowres_by_out(const View4& in, std::uintptr_t out, DType od, const int64_t os[3], const int orders[3]) {
+  switch (od) {
+    case DType::f32: lowres_pass<In>(in, reinterpret_cast<float*>(out), os, orders); break;
+    case DType::f16: lowres_pass<In>(in, reinterpret_cast<F16*>(out), os, orders); break;
+    case DType::bf16: lowres_pass<In>(in, reinterpret_cast<Bf16*>(out), os, orders); break;
     default:
       fail(std::string("resample: output dtype must be float32, float16 or bfloat16, got ") + dtype_name(od));
   }
@@ -283,6 +385,24 @@ void resample_axis(const View4& in, std::uintptr_t out, DType od, int dim, int64
     case DType::i32: by_out<int32_t>(in, out, od, dim, m, order, clip_mode, clip_dim, lo, hi); break;
     case DType::u8: by_out<uint8_t>(in, out, od, dim, m, order, clip_mode, clip_dim, lo, hi); break;
     case DType::i8: by_out<int8_t>(in, out, od, dim, m, order, clip_mode, clip_dim, lo, hi); break;
+    default: fail(std::string("resample: unsupported input dtype ") + dtype_name(in.dtype));
+  }
+}
+
+void resample_lowres(const View4& in, std::uintptr_t out, DType od, const int64_t os[3], const int orders[3]) {
+  for (int d = 0; d < 3; ++d) {
+    if (orders[d] != 0 && orders[d] != 1) fail("resample: the one-pass kernel takes orders 0 and 1 only");
+    if (os[d] < 1 || in.shape[d + 1] < 1) fail("resample: sizes must be >= 1");
+  }
+  switch (in.dtype) {
+    case DType::f32: lowres_by_out<float>(in, out, od, os, orders); break;
+    case DType::f64: lowres_by_out<double>(in, out, od, os, orders); break;
+    case DType::f16: lowres_by_out<F16>(in, out, od, os, orders); break;
+    case DType::bf16: lowres_by_out<Bf16>(in, out, od, os, orders); break;
+    case DType::i16: lowres_by_out<int16_t>(in, out, od, os, orders); break;
+    case DType::i32: lowres_by_out<int32_t>(in, out, od, os, orders); break;
+    case DType::u8: lowres_by_out<uint8_t>(in, out, od, os, orders); break;
+    case DType::i8: lowres_by_out<int8_t>(in, out, od, os, orders); break;
     default: fail(std::string("resample: unsupported input dtype ") + dtype_name(in.dtype));
   }
 }

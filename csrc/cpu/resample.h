@@ -132,6 +132,12 @@ namespace fastpanc::cpu {
 void resample_axis(const View4& in, std::uintptr_t out, DType out_dtype, int dim, int64_t n_out, int order,
                    int clip_mode, int clip_dim, const float* lo, const float* hi);
 
+// Orders 0/1 in a single pass: per axis order 0 or 1 (orders[0..2] for Z, Y, X), the tensor product of the
+// per-axis interpolations (equal to resample_axis run axis by axis, without clipping, which these orders never
+// need). out: contiguous (C, *out_shape), float32, float16 or bfloat16.
+void resample_lowres(const View4& in, std::uintptr_t out, DType out_dtype, const int64_t out_shape[3],
+                     const int orders[3]);
+
 // Label resampling of (C, Z, Y, X) integer labels into a contiguous (C, *out_shape) tensor of the same dtype.
 // kind: rs::kNearest (order 0 on every axis), rs::kLinearArgmax (order 1, argmax with nearest tie-break), or
 // rs::kLinearThreshold (order 1 along `axis` (0..2) only, every other axis keeps its size; > 0.5 rule).

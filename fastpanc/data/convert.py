@@ -63,14 +63,18 @@ def check_case(case: CaseSource) -> list[str]:
     except ValueError as exc:
         return [*problems, str(exc)]
     if labels.shape != image.shape[1:]:
-        problems.append(f"image {case.images[0].name} has (Z, Y, X) {image.shape[1:]}, "
-                        f"mask {case.label.name} has {labels.shape}")
+        problems.append(
+            f"image {case.images[0].name} has (Z, Y, X) {image.shape[1:]}, "
+            f"mask {case.label.name} has {labels.shape}"
+        )
     else:
         why = geometry.mismatch(label_geometry)
         if why is not None:
             problems.append(f"image {case.images[0].name} and mask {case.label.name} differ in {why}")
     if not (labels == LABELS["lesion"]).any():
-        problems.append(f"mask {case.label.name} contains no lesion (label 2); every labeled case must have one")
+        problems.append(
+            f"mask {case.label.name} contains no lesion (label 2); every labeled case must have one"
+        )
     return problems
 
 
@@ -93,8 +97,12 @@ def _problem_text(problems: dict[str, list[str]]) -> str:
     return "; ".join(f"{case}: {' | '.join(p)}" for case, p in sorted(problems.items()))
 
 
-def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], subtypes: str | os.PathLike[str] | None = None,
-            allow_broken: bool = False) -> ConvertReport:
+def convert(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    subtypes: str | os.PathLike[str] | None = None,
+    allow_broken: bool = False,
+) -> ConvertReport:
     """Convert ``src`` into the nnU-Net v2 raw dataset ``dst`` (which must not exist or be empty).
 
     Args:
@@ -118,14 +126,18 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], subtypes: 
         raise ValueError(f"{dst}: output exists and is not an empty folder; choose a new folder or delete it")
     if is_challenge_layout(src):
         if subtypes is not None:
-            raise ValueError(f"--subtypes is only for an nnU-Net raw dataset; {src} is in the challenge layout, "
-                             "whose subtypes come from its subtype{0,1,2} folders")
+            raise ValueError(
+                f"--subtypes is only for an nnU-Net raw dataset; {src} is in the challenge layout, "
+                "whose subtypes come from its subtype{0,1,2} folders"
+            )
         cases, ending, channels = challenge_cases(src)
     elif (src / "imagesTr").is_dir():
         cases, ending, channels = nnunet_cases(src, subtypes)
     else:
-        raise ValueError(f"{src}: neither the challenge layout (train/subtype{{0,1,2}}/, validation/, test/) nor "
-                         "an nnU-Net raw dataset (imagesTr/, labelsTr/, dataset.json)")
+        raise ValueError(
+            f"{src}: neither the challenge layout (train/subtype{{0,1,2}}/, validation/, test/) nor "
+            "an nnU-Net raw dataset (imagesTr/, labelsTr/, dataset.json)"
+        )
     report = ConvertReport(dst)
     for name in sorted({c.name for c in cases if sum(d.name == c.name for d in cases) > 1}):
         report.problems[name] = ["the case appears more than once in the source"]
@@ -139,8 +151,10 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], subtypes: 
             for p in problems:
                 log.warning("case %s: %s", name, p)
         if not allow_broken:
-            raise ValueError(f"{len(report.problems)} of {len(cases)} case(s) failed the checks, nothing written: "
-                             f"{_problem_text(report.problems)}. Fix them, or pass --allow-broken to leave them out")
+            raise ValueError(
+                f"{len(report.problems)} of {len(cases)} case(s) failed the checks, nothing written: "
+                f"{_problem_text(report.problems)}. Fix them, or pass --allow-broken to leave them out"
+            )
     if not [c for c in good if c.split != "test"]:
         raise ValueError(f"{src}: no labeled case passed the checks; nothing to write")
 
@@ -159,13 +173,26 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], subtypes: 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("wrote %s: %d train, %d validation, %d test case(s)%s", dst, len(report.train), len(report.val),
-             len(report.test), f", {len(report.problems)} left out" if report.problems else "")
+    log.info(
+        "wrote %s: %d train, %d validation, %d test case(s)%s",
+        dst,
+        len(report.train),
+        len(report.val),
+        len(report.test),
+        f", {len(report.problems)} left out" if report.problems else "",
+    )
     return report
 
 
-def _write_metadata(root: Path, name: str, good: list[CaseSource], report: ConvertReport, ending: str,
-                    channels: dict[str, str], src: Path) -> None:
+def _write_metadata(
+    root: Path,
+    name: str,
+    good: list[CaseSource],
+    report: ConvertReport,
+    ending: str,
+    channels: dict[str, str],
+    src: Path,
+) -> None:
     dataset_json = {
         "name": name,
         "description": f"converted by fastpanc convert from {src.name}",
@@ -177,8 +204,9 @@ def _write_metadata(root: Path, name: str, good: list[CaseSource], report: Conve
     mapping = {c.name: c.subtype for c in sorted(good, key=lambda c: c.name) if c.split != "test"}
     (root / "dataset.json").write_text(json.dumps(dataset_json, indent=2) + "\n")
     (root / "subtype_mapping.json").write_text(json.dumps(mapping, indent=2) + "\n")
-    (root / "splits_final.json").write_text(json.dumps([{"train": sorted(report.train), "val": sorted(report.val)}],
-                                                       indent=2) + "\n")
+    (root / "splits_final.json").write_text(
+        json.dumps([{"train": sorted(report.train), "val": sorted(report.val)}], indent=2) + "\n"
+    )
     if report.problems:
         (root / "conversion_problems.json").write_text(json.dumps(report.problems, indent=2) + "\n")
 
@@ -186,9 +214,12 @@ def _write_metadata(root: Path, name: str, good: list[CaseSource], report: Conve
 def convert_command(args: argparse.Namespace) -> int:
     """``fastpanc convert SRC DST [--subtypes FILE] [--allow-broken]``."""
     report = convert(args.src, args.dst, subtypes=args.subtypes, allow_broken=args.allow_broken)
-    print(f"{report.dst}: {len(report.train)} train, {len(report.val)} validation, {len(report.test)} test case(s)")
+    print(
+        f"{report.dst}: {len(report.train)} train, {len(report.val)} validation, {len(report.test)} test case(s)"
+    )
     if report.problems:
-        print(f"left out {len(report.problems)} case(s) that failed the checks "
-              f"(listed in {report.dst / 'conversion_problems.json'}): {', '.join(sorted(report.problems))}")
+        print(
+            f"left out {len(report.problems)} case(s) that failed the checks "
+            f"(listed in {report.dst / 'conversion_problems.json'}): {', '.join(sorted(report.problems))}"
+        )
     return 0
-

@@ -50,15 +50,19 @@ def is_challenge_layout(src: Path) -> bool:
 def _ending_of(folder: Path) -> str:
     endings = {e for f in folder.rglob("*") if f.is_file() for e in SUPPORTED_ENDINGS if f.name.endswith(e)}
     if len(endings) != 1:
-        raise ValueError(f"{folder}: expected images of one file ending ({', '.join(SUPPORTED_ENDINGS)}), "
-                         f"found {sorted(endings) or 'none'}")
+        raise ValueError(
+            f"{folder}: expected images of one file ending ({', '.join(SUPPORTED_ENDINGS)}), "
+            f"found {sorted(endings) or 'none'}"
+        )
     return endings.pop()
 
 
 def _subtype_folder(path: Path) -> int:
     m = re.fullmatch(r"subtype(\d)", path.name)
     if m is None or int(m[1]) not in SUBTYPES:
-        raise ValueError(f"{path}: unexpected folder; the challenge layout has subtype0, subtype1 and subtype2 here")
+        raise ValueError(
+            f"{path}: unexpected folder; the challenge layout has subtype0, subtype1 and subtype2 here"
+        )
     return int(m[1])
 
 
@@ -77,7 +81,9 @@ def challenge_cases(src: Path) -> tuple[list[CaseSource], str, dict[str, str]]:
             continue
         for sub in sorted(p for p in split_dir.iterdir() if not p.name.startswith(".")):
             if not sub.is_dir():
-                raise ValueError(f"{sub}: unexpected file; {split_dir} should hold subtype0/, subtype1/, subtype2/")
+                raise ValueError(
+                    f"{sub}: unexpected file; {split_dir} should hold subtype0/, subtype1/, subtype2/"
+                )
             cases.extend(_subtype_cases(sub, _subtype_folder(sub), split, ending))
     test_dir = src / "test"
     if test_dir.is_dir():
@@ -124,9 +130,9 @@ def load_subtypes(path: Path) -> dict[str, int]:
         try:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc}); expected {{\"case\": subtype}}") from exc
+            raise ValueError(f'{path}: not valid JSON ({exc}); expected {{"case": subtype}}') from exc
         if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a JSON object {{\"case\": subtype}}, got {type(raw).__name__}")
+            raise ValueError(f'{path}: expected a JSON object {{"case": subtype}}, got {type(raw).__name__}')
         items = list(raw.items())
     else:
         with open(path, newline="") as f:
@@ -169,14 +175,25 @@ def nnunet_cases(src: Path, subtypes: str | Path | None) -> tuple[list[CaseSourc
     for name in names:
         problems = [] if name in mapping else [f"no subtype for this case in {mapping_path}"]
         files = images.get(name, [src / "imagesTr" / f"{name}_{c:04d}{ending}" for c in range(len(channels))])
-        cases.append(CaseSource(name, tuple(files), label_dir / f"{name}{ending}", mapping.get(name, -1),
-                                "val" if name in val else "train", tuple(problems)))
+        cases.append(
+            CaseSource(
+                name,
+                tuple(files),
+                label_dir / f"{name}{ending}",
+                mapping.get(name, -1),
+                "val" if name in val else "train",
+                tuple(problems),
+            )
+        )
     unused = sorted(set(mapping) - set(names))
     if unused:
-        log.warning("%s: %d case(s) of the mapping are not in the dataset: %s", mapping_path, len(unused), unused[:10])
+        log.warning(
+            "%s: %d case(s) of the mapping are not in the dataset: %s", mapping_path, len(unused), unused[:10]
+        )
     if (src / "imagesTs").is_dir():
-        for name, files in find_cases(src / "imagesTs", ending, num_channels=len(channels) or None,
-                                      strict=False).items():
+        for name, files in find_cases(
+            src / "imagesTs", ending, num_channels=len(channels) or None, strict=False
+        ).items():
             cases.append(CaseSource(name, tuple(files), None, -1, "test"))
     return cases, ending, channels
 
@@ -186,7 +203,7 @@ def _validation_cases(src: Path, names: list[str], mapping: dict[str, int]) -> s
     if splits_path.is_file():
         splits = json.loads(splits_path.read_text())
         if not isinstance(splits, list) or not splits or "val" not in splits[0]:
-            raise ValueError(f"{splits_path}: expected nnU-Net's [{{\"train\": [...], \"val\": [...]}}, ...]")
+            raise ValueError(f'{splits_path}: expected nnU-Net\'s [{{"train": [...], "val": [...]}}, ...]')
         return set(splits[0]["val"])
     log.warning("%s: no splits_final.json; using a stratified 80/20 train/validation split (seed 0)", src)
     rng = np.random.default_rng(0)

@@ -195,7 +195,7 @@ def read_case(paths: Sequence[str | os.PathLike[str]]) -> tuple[np.ndarray, Geom
         paths: one file per channel, in channel order (``{CASE}_0000``, ``{CASE}_0001``, ...).
 
     Returns:
-        ``(array (C, Z, Y, X), geometry)``; channels share the dtype of the first channel's promotion.
+        ``(array (C, Z, Y, X), geometry)``; the array has the channels' common (promoted) dtype.
 
     Raises:
         ValueError: no paths, or two channels differ in shape or geometry (both files are named).

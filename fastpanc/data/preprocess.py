@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from fastpanc.data.preprocess_case import preprocess_case
 from fastpanc.data.raw_dataset import RawCase, label_values, load_dataset_json, load_json_file, training_cases
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PreprocessJob", "preprocess_case", "preprocess_dataset", "preprocess_command", "case_finished"]
+# ``preprocess_case`` (fastpanc.data.preprocess_case) is also importable from here, lazily (module __getattr__)
+__all__ = ["PreprocessJob", "preprocess_dataset", "preprocess_command", "case_finished"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,15 @@ class PreprocessJob:
     transpose_forward: tuple[int, ...]
     labels: tuple[int, ...]
     subtype: int | None
+
+
+def __getattr__(name: str) -> Any:
+    # preprocess_case pulls in torch; the parent process of a parallel run never needs it
+    if name == "preprocess_case":
+        from fastpanc.data.preprocess_case import preprocess_case
+
+        return preprocess_case
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def case_finished(out_dir: Path, case: str) -> bool:
@@ -81,6 +90,8 @@ def run_job(job: PreprocessJob) -> None:
     why = geometry.mismatch(lab_geometry)
     if why is not None:
         raise ValueError(f"image and label differ in geometry: {why}")
+    from fastpanc.data.preprocess_case import preprocess_case
+
     fg = [v for v in job.labels if v != 0]
     data, seg, props = preprocess_case(
         image,

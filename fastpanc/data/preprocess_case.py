@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.ndimage import binary_fill_holes
 
 from fastpanc.data.class_locations import sample_foreground_locations
 from fastpanc.data.io import Geometry
@@ -22,10 +21,15 @@ from fastpanc.ops.resample import compute_new_shape, resample, resample_labels, 
 
 log = logging.getLogger(__name__)
 
+
 def _nonzero_mask(crop: torch.Tensor) -> np.ndarray:
     """Hole-filled mask of voxels nonzero in any channel, ``(z, y, x)`` bool (see ``fastpanc.data.cropping``)."""
     mask = (crop != 0).any(dim=0).cpu().numpy()
-    return mask if mask.all() else binary_fill_holes(mask)
+    if mask.all():
+        return mask
+    from scipy.ndimage import binary_fill_holes  # only images with zeros inside their box need it
+
+    return binary_fill_holes(mask)
 
 
 def preprocess_case(

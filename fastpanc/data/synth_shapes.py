@@ -70,8 +70,9 @@ def curve(control: np.ndarray, step_mm: float) -> tuple[np.ndarray, np.ndarray]:
     return points, s / arc[-1]
 
 
-def tube_field(grid: Grid, points: np.ndarray, radii: np.ndarray,
-               metric: tuple[float, float, float] = (1.0, 1.0, 1.0)):
+def tube_field(
+    grid: Grid, points: np.ndarray, radii: np.ndarray, metric: tuple[float, float, float] = (1.0, 1.0, 1.0)
+):
     """Normalised distance to a tube: ``min_k |p - points_k|_metric / radii_k`` on the tube's bounding box.
 
     Args:
@@ -142,8 +143,9 @@ def _lerp_axis(a: np.ndarray, n: int, axis: int) -> np.ndarray:
     return hi
 
 
-def smooth_field(shape: tuple[int, int, int], spacing: tuple[float, float, float], corr_mm: float,
-                 rng: np.random.Generator) -> np.ndarray:
+def smooth_field(
+    shape: tuple[int, int, int], spacing: tuple[float, float, float], corr_mm: float, rng: np.random.Generator
+) -> np.ndarray:
     """Zero-mean, unit-std smooth random field ``(Z, Y, X)`` float32 with correlation length ~``corr_mm``.
 
     Drawn on a coarse grid (one node per ``corr_mm``), smoothed, and interpolated linearly axis by

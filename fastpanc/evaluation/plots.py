@@ -110,20 +110,22 @@ def plot_overlay(
         )
     cz, cy, cx = lesion_center(gt, pred)
     sz, sy, sx = spacing
-    views = [  # (name, slicer, aspect = row spacing / column spacing)
-        (f"axial z={cz}", (cz, slice(None), slice(None)), sy / sx),
-        (f"coronal y={cy}", (slice(None), cy, slice(None)), sz / sx),
-        (f"sagittal x={cx}", (slice(None), slice(None), cx), sz / sy),
+    # (name, slicer, aspect = row spacing / column spacing, origin): axial rows top-down as viewers show
+    # them; coronal and sagittal with the slice index z growing upwards.
+    views = [
+        (f"axial z={cz}", (cz, slice(None), slice(None)), sy / sx, "upper"),
+        (f"coronal y={cy}", (slice(None), cy, slice(None)), sz / sx, "lower"),
+        (f"sagittal x={cx}", (slice(None), slice(None), cx), sz / sy, "lower"),
     ]
     if image is not None:
         lo, hi = np.percentile(image, [1, 99])
     fig, axes = plt.subplots(1, 3, figsize=(11, 4))
-    for ax, (name, sl, aspect) in zip(axes, views):
+    for ax, (name, sl, aspect, origin) in zip(axes, views):
         g, p = gt[sl], pred[sl]
         if image is not None:
-            ax.imshow(image[sl], cmap="gray", vmin=lo, vmax=hi, aspect=aspect, origin="lower")
+            ax.imshow(image[sl], cmap="gray", vmin=lo, vmax=hi, aspect=aspect, origin=origin)
         else:
-            ax.imshow(np.zeros(g.shape), cmap="gray", vmin=0, vmax=1, aspect=aspect, origin="lower")
+            ax.imshow(np.zeros(g.shape), cmap="gray", vmin=0, vmax=1, aspect=aspect, origin=origin)
         for labels, colours, style in ((g, REFERENCE_COLOURS, "-"), (p, PREDICTION_COLOURS, "--")):
             for value, colour in colours.items():
                 region = (labels >= value) if value == 1 else (labels == value)

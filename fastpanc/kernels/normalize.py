@@ -30,18 +30,37 @@ def _ct_normalize_kernel(
 
 
 def ct_normalize_triton(
-    x: torch.Tensor, lo: float, hi: float, mean: float, std: float, out_dtype: torch.dtype, block: int = 1024
+    x: torch.Tensor,
+    lo: float,
+    hi: float,
+    mean: float,
+    std: float,
+    out_dtype: torch.dtype,
+    block: int = 1024,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """x: (C, Z, Y, X) or fewer dims, any strides; returns a contiguous tensor of ``out_dtype``."""
+    """x: (C, Z, Y, X) or fewer dims, any strides; returns ``out`` (contiguous, ``out_dtype``, checked by
+    the caller; may be ``x`` itself) or a new contiguous tensor of ``out_dtype``."""
     shape4 = (1,) * (4 - x.dim()) + tuple(x.shape)
     strides4 = (0,) * (4 - x.dim()) + tuple(x.stride())
-    out = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+    if out is None:
+        out = torch.empty(x.shape, dtype=out_dtype, device=x.device)
     n = out.numel()
     if n == 0:
         return out
     grid = (triton.cdiv(n, block),)
     _ct_normalize_kernel[grid](
-        x, out, n, shape4[1], shape4[2], shape4[3], *strides4,
-        float(lo), float(hi), float(mean), 1.0 / float(std), BLOCK=block,
+        x,
+        out,
+        n,
+        shape4[1],
+        shape4[2],
+        shape4[3],
+        *strides4,
+        float(lo),
+        float(hi),
+        float(mean),
+        1.0 / float(std),
+        BLOCK=block,
     )
     return out

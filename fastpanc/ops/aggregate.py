@@ -26,7 +26,11 @@ def _starts_list(starts: torch.Tensor | Sequence[Sequence[int]]) -> list[list[in
 
 
 def _check_accumulate(
-    acc: torch.Tensor, weight: torch.Tensor, logits: torch.Tensor, starts: list[list[int]], gaussian: torch.Tensor
+    acc: torch.Tensor,
+    weight: torch.Tensor,
+    logits: torch.Tensor,
+    starts: list[list[int]],
+    gaussian: torch.Tensor,
 ) -> None:
     if acc.dim() != 4 or acc.dtype != torch.float32:
         raise ValueError(f"accumulate: acc must be (K, Z, Y, X) float32, got {tuple(acc.shape)} {acc.dtype}")
@@ -113,7 +117,7 @@ def accumulate(
     if name == "reference":
         accumulate_reference(acc, weight, logits, rows, gaussian)
         return
-    if not rows or logits[0, 0].numel() == 0:
+    if not rows or gaussian.numel() == 0:
         return
     g = gaussian.contiguous()
     flat = [v for r in rows for v in r]
@@ -143,8 +147,8 @@ def finalize(
 
     Args:
         acc: ``(K, Z, Y, X)`` float32, 1 <= K <= 256, any strides.
-        weight: ``(Z, Y, X)`` float32, any strides; voxels no window covered (weight 0) give NaN logits,
-            whose argmax is the first class, as ``torch.argmax`` of NaNs.
+        weight: ``(Z, Y, X)`` float32, any strides. Where it is 0 (no window covered the voxel) the
+            logits are NaN or +-inf and the labels follow ``torch.argmax`` (the first NaN wins).
         softmax: also return the class probabilities.
         backend: ``auto``, ``reference``, ``cpu`` or ``cuda``.
 

@@ -23,7 +23,9 @@ def _check_volume(op: str, x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{op}: expected a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (3, 4):
-        raise ValueError(f"{op}: expected a (Z, Y, X) mask or a (C, Z, Y, X) image, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{op}: expected a (Z, Y, X) mask or a (C, Z, Y, X) image, got shape {tuple(x.shape)}"
+        )
     if x.dtype != torch.bool and x.dtype not in _DTYPES:
         raise ValueError(f"{op}: dtype {x.dtype} is not supported; expected bool or one of {_DTYPES}")
 
@@ -279,7 +281,9 @@ def paste(
     box = _as_box("paste", box)
     out_shape = tuple(int(s) for s in out_shape)
     if len(out_shape) != patch.dim() or any(s < 0 for s in out_shape):
-        raise ValueError(f"paste: out_shape {out_shape} must be a valid shape with patch's rank {patch.dim()}")
+        raise ValueError(
+            f"paste: out_shape {out_shape} must be a valid shape with patch's rank {patch.dim()}"
+        )
     if patch.dim() == 4 and out_shape[0] != patch.shape[0]:
         raise ValueError(f"paste: out_shape has {out_shape[0]} channels but patch has {patch.shape[0]}")
     sizes = tuple(hi - lo for lo, hi in box)
@@ -290,6 +294,11 @@ def paste(
     # the volume reads patch[v - lo] when that exists, else fill.
     inverse = tuple((-lo, s - lo) for (lo, _), s in zip(box, out_shape[-3:]))
     return _crop_pad(
-        patch, inverse, fill_v, patch.dtype, backend, "paste",
+        patch,
+        inverse,
+        fill_v,
+        patch.dtype,
+        backend,
+        "paste",
         lambda: paste_reference(patch, out_shape, box, fill_v),
     )

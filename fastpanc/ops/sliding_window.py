@@ -14,7 +14,9 @@ import numpy as np
 import torch
 
 
-def _check_sizes(op: str, shape: Sequence[int], patch: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def _check_sizes(
+    op: str, shape: Sequence[int], patch: Sequence[int]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     shape_t, patch_t = tuple(int(s) for s in shape), tuple(int(p) for p in patch)
     if len(shape_t) != len(patch_t) or not shape_t:
         raise ValueError(f"{op}: shape {shape_t} and patch {patch_t} must have the same, nonzero length")
@@ -50,13 +52,13 @@ def sliding_window_starts(shape: Sequence[int], patch: Sequence[int], step: floa
     return steps
 
 
-def window_slices(
-    shape: Sequence[int], patch: Sequence[int], step: float = 0.5
-) -> list[tuple[slice, ...]]:
+def window_slices(shape: Sequence[int], patch: Sequence[int], step: float = 0.5) -> list[tuple[slice, ...]]:
     """Every window as a tuple of spatial slices, in nnU-Net's order (last axis fastest)."""
     starts = sliding_window_starts(shape, patch, step)
     patch_t = tuple(int(p) for p in patch)
-    grids = np.stack(np.meshgrid(*[np.asarray(s) for s in starts], indexing="ij"), -1).reshape(-1, len(starts))
+    grids = np.stack(np.meshgrid(*[np.asarray(s) for s in starts], indexing="ij"), -1).reshape(
+        -1, len(starts)
+    )
     return [tuple(slice(int(s), int(s) + p) for s, p in zip(row, patch_t)) for row in grids]
 
 
@@ -95,7 +97,9 @@ def gaussian_map(
     if not patch_t or any(p < 1 for p in patch_t):
         raise ValueError(f"gaussian_map: patch sizes must be >= 1, got {patch_t}")
     if not sigma_scale > 0 or not value_scale > 0:
-        raise ValueError(f"gaussian_map: sigma_scale and value_scale must be > 0, got {sigma_scale}, {value_scale}")
+        raise ValueError(
+            f"gaussian_map: sigma_scale and value_scale must be > 0, got {sigma_scale}, {value_scale}"
+        )
     if not dtype.is_floating_point:
         raise ValueError(f"gaussian_map: dtype must be a floating-point dtype, got {dtype}")
     g = np.ones((), dtype=np.float64)

@@ -36,8 +36,9 @@ def rotation_matrices(angles: torch.Tensor) -> torch.Tensor:
     return rz @ ry @ rx
 
 
-def sampling_grid(matrices: torch.Tensor, shape: tuple[int, int, int], displacement: torch.Tensor | None = None
-                  ) -> torch.Tensor:
+def sampling_grid(
+    matrices: torch.Tensor, shape: tuple[int, int, int], displacement: torch.Tensor | None = None
+) -> torch.Tensor:
     """Grid for ``grid_sample``: output voxel v (centred, voxel units, (z, y, x)) reads input at ``M @ v + d``.
 
     ``matrices`` (N, 3, 3) act in voxel space; ``displacement`` (N, 3, Z, Y, X) is in normalised units of
@@ -50,7 +51,9 @@ def sampling_grid(matrices: torch.Tensor, shape: tuple[int, int, int], displacem
     device = displacement.device if displacement is not None else "cpu"
     grid = F.affine_grid(theta.float().to(device), [len(matrices), 1, *shape], align_corners=False)
     if displacement is not None:
-        grid = grid + displacement.flip(1).permute(0, 2, 3, 4, 1)  # (N, 3, Z, Y, X) zyx -> (N, Z, Y, X, 3) xyz
+        grid = grid + displacement.flip(1).permute(
+            0, 2, 3, 4, 1
+        )  # (N, 3, Z, Y, X) zyx -> (N, Z, Y, X, 3) xyz
     return grid
 
 
@@ -77,12 +80,21 @@ class Augmenter:
     def __init__(self, config: AugmentConfig) -> None:
         self.cfg = config
 
-    def __call__(self, image: torch.Tensor, seg: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, image: torch.Tensor, seg: torch.Tensor, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.cfg.enabled:
             return image, seg
-        if image.ndim != 5 or seg.ndim != 5 or image.shape[0] != seg.shape[0] or image.shape[2:] != seg.shape[2:]:
-            raise ValueError(f"expected image (B, C, Z, Y, X) and seg (B, 1, Z, Y, X), got "
-                             f"{tuple(image.shape)} and {tuple(seg.shape)}")
+        if (
+            image.ndim != 5
+            or seg.ndim != 5
+            or image.shape[0] != seg.shape[0]
+            or image.shape[2:] != seg.shape[2:]
+        ):
+            raise ValueError(
+                f"expected image (B, C, Z, Y, X) and seg (B, 1, Z, Y, X), got "
+                f"{tuple(image.shape)} and {tuple(seg.shape)}"
+            )
         g = torch.Generator().manual_seed(int(seed))
         dg = torch.Generator(device=image.device).manual_seed(int(torch.randint(2**62, (1,), generator=g)))
         image, seg = image.clone(), seg.clone()
@@ -94,10 +106,16 @@ class Augmenter:
     def _pick(self, g: torch.Generator, n: int, p: float) -> torch.Tensor:
         return torch.rand(n, generator=g) < p
 
-    def spatial(self, image: torch.Tensor, seg: torch.Tensor, g: torch.Generator, dg: torch.Generator) -> None:
+    def spatial(
+        self, image: torch.Tensor, seg: torch.Tensor, g: torch.Generator, dg: torch.Generator
+    ) -> None:
         """Rotation, scaling and elastic deformation in one resampling, in place on the chosen samples."""
         c, b, shape = self.cfg, image.shape[0], tuple(image.shape[2:])
-        rot, scl, ela = self._pick(g, b, c.p_rotation), self._pick(g, b, c.p_scaling), self._pick(g, b, c.p_elastic)
+        rot, scl, ela = (
+            self._pick(g, b, c.p_rotation),
+            self._pick(g, b, c.p_scaling),
+            self._pick(g, b, c.p_elastic),
+        )
         angles = _uniform(g, 3 * b, *map(math.radians, c.rotation_deg)).view(b, 3) * rot[:, None]
         scales = torch.where(scl, _uniform(g, b, *c.scaling), torch.ones(b, dtype=torch.float64))
         magnitude = _uniform(g, b, *c.elastic_magnitude) * ela
@@ -112,8 +130,12 @@ class Augmenter:
             disp = F.interpolate(coarse, size=shape, mode="trilinear", align_corners=True)  # (n, 3, Z, Y, X)
         grid = sampling_grid(mats, shape, disp).to(image.device)
         dev_idx = idx.to(image.device)
-        img = F.grid_sample(image[dev_idx].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        lab = F.grid_sample(seg[dev_idx].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        img = F.grid_sample(
+            image[dev_idx].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+        lab = F.grid_sample(
+            seg[dev_idx].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False
+        )
         image[dev_idx] = img.to(image.dtype)
         seg[dev_idx] = lab.round().to(seg.dtype)
 
@@ -126,8 +148,9 @@ class Augmenter:
         noise = self._pick(g, b, c.p_noise)
         std = torch.sqrt(_uniform(g, b, *c.noise_variance)) * noise
         if bool(noise.any()):
-            image += torch.randn(image.shape, generator=dg, device=dev, dtype=image.dtype) * std.to(dev, image.dtype
-                                                                                                    ).view(view)
+            image += torch.randn(image.shape, generator=dg, device=dev, dtype=image.dtype) * std.to(
+                dev, image.dtype
+            ).view(view)
         blur = self._pick(g, b, c.p_blur)
         sigmas = _uniform(g, b, *c.blur_sigma)
         for i in blur.nonzero().flatten().tolist():
@@ -156,8 +179,11 @@ class Augmenter:
         for p, invert in ((c.p_gamma_inverted, True), (c.p_gamma, False)):
             chosen = self._pick(g, b, p)
             low_half = torch.rand(b, generator=g) < 0.5
-            gammas = torch.where(low_half & (c.gamma[0] < 1), _uniform(g, b, c.gamma[0], min(1.0, c.gamma[1])),
-                                 _uniform(g, b, max(1.0, c.gamma[0]), c.gamma[1]))
+            gammas = torch.where(
+                low_half & (c.gamma[0] < 1),
+                _uniform(g, b, c.gamma[0], min(1.0, c.gamma[1])),
+                _uniform(g, b, max(1.0, c.gamma[0]), c.gamma[1]),
+            )
             for i in chosen.nonzero().flatten().tolist():
                 image[i] = self._gamma(image[i], float(gammas[i]), invert)
 

@@ -75,7 +75,9 @@ class AugmentConfig:
         if self.elastic_grid < 2:
             raise ValueError(f"augmentation.elastic_grid must be >= 2, got {self.elastic_grid}")
         if any(a not in (0, 1, 2) for a in self.mirror_axes):
-            raise ValueError(f"augmentation.mirror_axes must be a subset of (0, 1, 2), got {self.mirror_axes!r}")
+            raise ValueError(
+                f"augmentation.mirror_axes must be a subset of (0, 1, 2), got {self.mirror_axes!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,9 @@ class TrainConfig:
     def load(cls, path: str | Path) -> TrainConfig:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"training config {path} does not exist; write one with TrainConfig().save(path)")
+            raise FileNotFoundError(
+                f"training config {path} does not exist; write one with TrainConfig().save(path)"
+            )
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
@@ -213,8 +217,10 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ValueError(f"unknown training config key(s) {[prefix + k for k in unknown]}; "
-                         f"expected some of {sorted(prefix + n for n in names)}")
+        raise ValueError(
+            f"unknown training config key(s) {[prefix + k for k in unknown]}; "
+            f"expected some of {sorted(prefix + n for n in names)}"
+        )
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key in _NESTED and cls is TrainConfig:

@@ -32,8 +32,14 @@ class PrefetchLoader:
     ``wait_s`` accumulates the time the consumer blocked on a batch that was not ready yet.
     """
 
-    def __init__(self, make: Callable[[int, int], dict[str, np.ndarray]], *, num_workers: int = 2,
-                 prefetch: int = 4, pin_memory: bool = False) -> None:
+    def __init__(
+        self,
+        make: Callable[[int, int], dict[str, np.ndarray]],
+        *,
+        num_workers: int = 2,
+        prefetch: int = 4,
+        pin_memory: bool = False,
+    ) -> None:
         if num_workers < 1 or prefetch < 1:
             raise ValueError(f"num_workers and prefetch must be >= 1, got {num_workers} and {prefetch}")
         self.make = make

@@ -11,24 +11,38 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 COLUMNS = (
-    "epoch", "lr", "train_loss", "train_seg_loss", "train_cls_loss", "lambda_cls", "val_loss",
-    "dice_pancreas", "dice_lesion", "macro_f1", "ema_score", "epoch_time_s", "data_wait_s", "iterations_per_s",
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_seg_loss",
+    "train_cls_loss",
+    "lambda_cls",
+    "val_loss",
+    "dice_pancreas",
+    "dice_lesion",
+    "macro_f1",
+    "ema_score",
+    "epoch_time_s",
+    "data_wait_s",
+    "iterations_per_s",
 )
 
 
 class TrainLog:
     """Collects one dict of :data:`COLUMNS` per epoch; the whole history is plain data (saved in checkpoints)."""
 
-    def __init__(self, fold_dir: Path, history: dict[str, list[float]] | None = None,
-                 tensorboard: bool = True) -> None:
+    def __init__(
+        self, fold_dir: Path, history: dict[str, list[float]] | None = None, tensorboard: bool = True
+    ) -> None:
         self.fold_dir = Path(fold_dir)
         self.history: dict[str, list[float]] = {c: list((history or {}).get(c, [])) for c in COLUMNS}
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(self.fold_dir / "tensorboard"),
-                                     purge_step=len(self.history["epoch"]) or None)
+            self._tb = SummaryWriter(
+                log_dir=str(self.fold_dir / "tensorboard"), purge_step=len(self.history["epoch"]) or None
+            )
 
     def append(self, row: dict[str, Any]) -> None:
         """Add an epoch's values (missing columns become NaN) and write CSV, TensorBoard and the plot."""

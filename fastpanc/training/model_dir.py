@@ -19,7 +19,9 @@ NUM_SUBTYPES = 3
 
 def read_json(path: Path) -> Any:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; is {path.parent} a folder written by `fastpanc preprocess`?")
+        raise FileNotFoundError(
+            f"{path} is missing; is {path.parent} a folder written by `fastpanc preprocess`?"
+        )
     return json.loads(path.read_text())
 
 
@@ -40,8 +42,10 @@ def _apply_network_overrides(kw: dict[str, Any], o: NetworkOverrides) -> None:
     kw["features_per_stage"] = feats
     if o.n_blocks_per_stage is not None:
         if len(o.n_blocks_per_stage) != int(kw["n_stages"]):
-            raise ValueError(f"network.n_blocks_per_stage has {len(o.n_blocks_per_stage)} entries, expected one per "
-                             f"stage ({kw['n_stages']})")
+            raise ValueError(
+                f"network.n_blocks_per_stage has {len(o.n_blocks_per_stage)} entries, expected one per "
+                f"stage ({kw['n_stages']})"
+            )
         kw["n_blocks_per_stage"] = list(o.n_blocks_per_stage)
 
 
@@ -51,8 +55,10 @@ def plans_as_used(plans: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
     out = copy.deepcopy(plans)
     confs = out.get("configurations", {})
     if config.configuration not in confs:
-        raise ValueError(f"configuration {config.configuration!r} is not in plans.json (available: "
-                         f"{sorted(confs)}); set 'configuration' in the training config")
+        raise ValueError(
+            f"configuration {config.configuration!r} is not in plans.json (available: "
+            f"{sorted(confs)}); set 'configuration' in the training config"
+        )
     conf = confs[config.configuration]
     kw = conf["architecture"]["arch_kwargs"]
     _apply_network_overrides(kw, config.network)
@@ -64,8 +70,10 @@ def plans_as_used(plans: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
     for s in kw["strides"]:
         factor = [f * int(v) for f, v in zip(factor, s)]
     if any(int(p) % f for p, f in zip(conf["patch_size"], factor)):
-        raise ValueError(f"patch size {conf['patch_size']} must be divisible by {factor} (the product of the "
-                         "strides); change patch_size or network.n_stages in the training config")
+        raise ValueError(
+            f"patch size {conf['patch_size']} must be divisible by {factor} (the product of the "
+            "strides); change patch_size or network.n_stages in the training config"
+        )
     fp = dict(out.get("fastpanc", {}))
     fp.update({"num_subtypes": int(fp.get("num_subtypes", NUM_SUBTYPES)), "head": config.head})
     out["fastpanc"] = fp
@@ -81,5 +89,7 @@ def write_model_dir(output: Path, preprocessed: Path, plans: dict[str, Any], con
         if src.is_file():
             shutil.copyfile(src, output / name)
         elif name == "dataset.json":
-            raise FileNotFoundError(f"{src} is missing; `fastpanc preprocess` copies it into the output folder")
+            raise FileNotFoundError(
+                f"{src} is missing; `fastpanc preprocess` copies it into the output folder"
+            )
     config.save(output / "train_config.json")

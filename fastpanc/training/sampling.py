@@ -38,11 +38,16 @@ def load_case(folder: Path, name: str) -> Case:
     seg = np.load(paths[1], mmap_mode="r")
     props = json.loads(paths[2].read_text())
     if image.ndim != 4 or seg.shape != (1, *image.shape[1:]):
-        raise ValueError(f"case {name}: expected image (C, Z, Y, X) and seg (1, Z, Y, X) of the same grid, "
-                         f"got {image.shape} and {seg.shape}")
+        raise ValueError(
+            f"case {name}: expected image (C, Z, Y, X) and seg (1, Z, Y, X) of the same grid, "
+            f"got {image.shape} and {seg.shape}"
+        )
     if "subtype" not in props:
         raise ValueError(f"case {name}: {paths[2]} has no 'subtype'; preprocess with a subtype_mapping.json")
-    locs = {int(k): np.asarray(v, dtype=np.int64).reshape(-1, 4) for k, v in props.get("class_locations", {}).items()}
+    locs = {
+        int(k): np.asarray(v, dtype=np.int64).reshape(-1, 4)
+        for k, v in props.get("class_locations", {}).items()
+    }
     return Case(name, image, seg, int(props["subtype"]), {k: v for k, v in locs.items() if len(v)})
 
 
@@ -57,8 +62,9 @@ def read_split(folder: Path, fold: int) -> tuple[list[str], list[str]]:
     return list(splits[fold]["train"]), list(splits[fold]["val"])
 
 
-def crop_bbox(patch: tuple[int, int, int], shape: tuple[int, ...], rng: np.random.Generator,
-              centre: np.ndarray | None) -> np.ndarray:
+def crop_bbox(
+    patch: tuple[int, int, int], shape: tuple[int, ...], rng: np.random.Generator, centre: np.ndarray | None
+) -> np.ndarray:
     """Lower corner (z, y, x) of a patch, as nnU-Net's ``get_bbox``.
 
     Cases smaller than the patch are padded symmetrically. A random patch may reach outside the volume by the
@@ -74,7 +80,9 @@ def crop_bbox(patch: tuple[int, int, int], shape: tuple[int, ...], rng: np.rando
     return np.clip(np.asarray(centre) - p // 2, lbs, ubs).astype(np.int64)
 
 
-def extract(array: np.ndarray, lower: np.ndarray, patch: tuple[int, int, int], pad_value: float) -> np.ndarray:
+def extract(
+    array: np.ndarray, lower: np.ndarray, patch: tuple[int, int, int], pad_value: float
+) -> np.ndarray:
     """Copy ``array[:, lower:lower+patch]`` (C, *patch), padding with ``pad_value`` outside the volume."""
     out = np.full((array.shape[0], *patch), pad_value, dtype=array.dtype)
     src, dst = [slice(None)], [slice(None)]
@@ -97,9 +105,18 @@ class PatchSampler:
     ``class_balanced`` so that every subtype is drawn equally often.
     """
 
-    def __init__(self, cases: list[Case], patch_size: tuple[int, int, int], batch_size: int, *,
-                 oversample_foreground: float = 0.33, lesion_fraction: float = 0.5, class_balanced: bool = False,
-                 seed: int = 0, rank: int = 0) -> None:
+    def __init__(
+        self,
+        cases: list[Case],
+        patch_size: tuple[int, int, int],
+        batch_size: int,
+        *,
+        oversample_foreground: float = 0.33,
+        lesion_fraction: float = 0.5,
+        class_balanced: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+    ) -> None:
         if not cases:
             raise ValueError("the sampler needs at least one case; check the split's train list")
         self.cases = cases
@@ -133,7 +150,9 @@ class PatchSampler:
         """A foreground voxel (z, y, x) to centre a forced patch on; None when the case has no foreground."""
         if not case.class_locations:
             return None
-        if 2 in case.class_locations and (1 not in case.class_locations or rng.random() < self.lesion_fraction):
+        if 2 in case.class_locations and (
+            1 not in case.class_locations or rng.random() < self.lesion_fraction
+        ):
             label = 2
         else:
             label = 1 if 1 in case.class_locations else min(case.class_locations)
@@ -149,7 +168,9 @@ class PatchSampler:
         images, segs = [], []
         for i, f in zip(idx, forced):
             case = self.cases[i]
-            lower = crop_bbox(self.patch_size, case.image.shape[1:], rng, self.centre(case, rng) if f else None)
+            lower = crop_bbox(
+                self.patch_size, case.image.shape[1:], rng, self.centre(case, rng) if f else None
+            )
             images.append(extract(case.image, lower, self.patch_size, 0.0))
             segs.append(extract(case.seg, lower, self.patch_size, 0))
         seg = np.stack(segs)

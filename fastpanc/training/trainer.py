@@ -28,7 +28,12 @@ from fastpanc.training import checkpoint as ckpt
 from fastpanc.training.augment import Augmenter
 from fastpanc.training.config import TrainConfig
 from fastpanc.training.distributed import (
-    DistInfo, barrier, broadcast_bool, distributed_device, init_distributed, shutdown,
+    DistInfo,
+    barrier,
+    broadcast_bool,
+    distributed_device,
+    init_distributed,
+    shutdown,
 )
 from fastpanc.training.loader import PrefetchLoader
 from fastpanc.training.logs import TrainLog
@@ -43,7 +48,9 @@ TRAINER_NAME = "fastpanc.MultitaskTrainer"
 
 def batch_seed(*keys: int) -> int:
     """A 62-bit seed from integer keys (seed, rank, epoch, iteration, stream)."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(2))
+    return int(
+        np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(2)
+    )
 
 
 def poly_lr(initial: float, progress: float, exponent: float) -> float:
@@ -54,12 +61,20 @@ def poly_lr(initial: float, progress: float, exponent: float) -> float:
 class Trainer:
     """Train fold ``fold`` of ``preprocessed`` into the model folder ``output`` on ``device``."""
 
-    def __init__(self, preprocessed: str | Path, output: str | Path, config: TrainConfig | None,
-                 device: torch.device | str, fold: int = 0, resume: bool = False) -> None:
+    def __init__(
+        self,
+        preprocessed: str | Path,
+        output: str | Path,
+        config: TrainConfig | None,
+        device: torch.device | str,
+        fold: int = 0,
+        resume: bool = False,
+    ) -> None:
         self.preprocessed, self.output = Path(preprocessed), Path(output)
         if not self.preprocessed.is_dir():
-            raise FileNotFoundError(f"preprocessed folder {self.preprocessed} does not exist; run `fastpanc "
-                                    "preprocess` first")
+            raise FileNotFoundError(
+                f"preprocessed folder {self.preprocessed} does not exist; run `fastpanc preprocess` first"
+            )
         device = torch.device(device)
         self.dist: DistInfo = init_distributed(device)
         self.device = distributed_device(device, self.dist)
@@ -68,12 +83,16 @@ class Trainer:
         if resume:
             saved = TrainConfig.load(self.output / "train_config.json")
             if config is not None and config != saved:
-                raise ValueError(f"--resume continues the run saved in {self.output / 'train_config.json'}; the "
-                                 "given config differs from it. Resume without --config/--epochs/--minutes")
+                raise ValueError(
+                    f"--resume continues the run saved in {self.output / 'train_config.json'}; the "
+                    "given config differs from it. Resume without --config/--epochs/--minutes"
+                )
             self.config, self.plans = saved, read_json(self.output / "plans.json")
         else:
             if latest.exists():
-                raise FileExistsError(f"{latest} exists; pass --resume to continue it or choose another -o folder")
+                raise FileExistsError(
+                    f"{latest} exists; pass --resume to continue it or choose another -o folder"
+                )
             self.config = config or TrainConfig()
             self.plans = plans_as_used(read_json(self.preprocessed / "plans.json"), self.config)
             if self.dist.is_main:
@@ -89,32 +108,66 @@ class Trainer:
 
         train_names, val_names = read_split(self.preprocessed, fold)
         if not val_names:
-            raise ValueError(f"fold {fold} of splits_final.json has no val cases; validation needs at least one")
+            raise ValueError(
+                f"fold {fold} of splits_final.json has no val cases; validation needs at least one"
+            )
         train_cases = [load_case(self.preprocessed, n) for n in train_names]
         val_cases = [load_case(self.preprocessed, n) for n in val_names]
-        self.sampler = PatchSampler(train_cases, self.patch_size, self.batch_size,
-                                    oversample_foreground=cfg.oversample_foreground,
-                                    lesion_fraction=cfg.lesion_fraction, class_balanced=cfg.class_balanced,
-                                    seed=cfg.seed, rank=self.dist.rank)
-        self.val_sampler = PatchSampler(val_cases, self.patch_size, self.batch_size,
-                                        oversample_foreground=cfg.oversample_foreground,
-                                        lesion_fraction=cfg.lesion_fraction, seed=cfg.seed + 1)
+        self.sampler = PatchSampler(
+            train_cases,
+            self.patch_size,
+            self.batch_size,
+            oversample_foreground=cfg.oversample_foreground,
+            lesion_fraction=cfg.lesion_fraction,
+            class_balanced=cfg.class_balanced,
+            seed=cfg.seed,
+            rank=self.dist.rank,
+        )
+        self.val_sampler = PatchSampler(
+            val_cases,
+            self.patch_size,
+            self.batch_size,
+            oversample_foreground=cfg.oversample_foreground,
+            lesion_fraction=cfg.lesion_fraction,
+            seed=cfg.seed + 1,
+        )
         counts = np.bincount([c.subtype for c in train_cases], minlength=self.num_subtypes)
-        log.info("fold %d: %d train cases (subtypes %s), %d val cases; patch %s, batch %d", fold, len(train_cases),
-                 counts.tolist(), len(val_cases), self.patch_size, self.batch_size)
+        log.info(
+            "fold %d: %d train cases (subtypes %s), %d val cases; patch %s, batch %d",
+            fold,
+            len(train_cases),
+            counts.tolist(),
+            len(val_cases),
+            self.patch_size,
+            self.batch_size,
+        )
 
         torch.manual_seed(cfg.seed)
-        self.network = MultitaskResEncUNet.from_plans(self.plans, cfg.configuration, n_in, num_seg_classes=n_seg,
-                                                      num_subtypes=self.num_subtypes, head=cfg.head,
-                                                      deep_supervision=True).to(self.device)
+        self.network = MultitaskResEncUNet.from_plans(
+            self.plans,
+            cfg.configuration,
+            n_in,
+            num_seg_classes=n_seg,
+            num_subtypes=self.num_subtypes,
+            head=cfg.head,
+            deep_supervision=True,
+        ).to(self.device)
         self.model: torch.nn.Module = self.network
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = torch.nn.parallel.DistributedDataParallel(self.network, device_ids=ids)
+            # the lowest-resolution output has deep-supervision weight 0 (nnU-Net), so its conv gets no gradient
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.network, device_ids=ids, find_unused_parameters=True
+            )
         # class-balanced sampling already evens the subtypes out: weighting the loss too would over-correct
-        loss_cfg = LossConfig(lambda_cls=cfg.lambda_cls, warmup_epochs=cfg.lambda_warmup_epochs,
-                              ramp_epochs=cfg.lambda_ramp_epochs, label_smoothing=cfg.label_smoothing,
-                              focal_gamma=cfg.focal_gamma, class_weighted=not cfg.class_balanced)
+        loss_cfg = LossConfig(
+            lambda_cls=cfg.lambda_cls,
+            warmup_epochs=cfg.lambda_warmup_epochs,
+            ramp_epochs=cfg.lambda_ramp_epochs,
+            label_smoothing=cfg.label_smoothing,
+            focal_gamma=cfg.focal_gamma,
+            class_weighted=not cfg.class_balanced,
+        )
         self.objective = MultitaskLoss(loss_cfg, counts.tolist()).to(self.device)
         self.optimizer = self._make_optimizer()
         fp16 = self.device.type == "cuda" and cfg.amp_dtype == "fp16"
@@ -130,8 +183,9 @@ class Trainer:
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg, params = self.config, self.network.parameters()
         if cfg.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=cfg.initial_lr, momentum=cfg.momentum, nesterov=True,
-                                   weight_decay=cfg.weight_decay)
+            return torch.optim.SGD(
+                params, lr=cfg.initial_lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
+            )
         return torch.optim.AdamW(params, lr=cfg.initial_lr, weight_decay=cfg.weight_decay)
 
     def autocast(self) -> AbstractContextManager:
@@ -166,8 +220,12 @@ class Trainer:
             "trainer_name": TRAINER_NAME,
             "config": self.config.to_dict(),
             "fastpanc": ckpt.to_plain(self.plans["fastpanc"]),
-            "trainer_state": {"ema": self.ema, "best_ema": self.best_ema, "elapsed_s": self.elapsed_s,
-                              "rng": ckpt.rng_states()},
+            "trainer_state": {
+                "ema": self.ema,
+                "best_ema": self.best_ema,
+                "elapsed_s": self.elapsed_s,
+                "rng": ckpt.rng_states(),
+            },
         }
 
     def _load(self, path: Path) -> dict[str, list[float]]:
@@ -177,8 +235,12 @@ class Trainer:
         if self.scaler is not None and state["grad_scaler_state"] is not None:
             self.scaler.load_state_dict(state["grad_scaler_state"])
         ts = state["trainer_state"]
-        self.epoch, self.ema, self.best_ema, self.elapsed_s = (int(state["current_epoch"]), ts["ema"],
-                                                                float(ts["best_ema"]), float(ts["elapsed_s"]))
+        self.epoch, self.ema, self.best_ema, self.elapsed_s = (
+            int(state["current_epoch"]),
+            ts["ema"],
+            float(ts["best_ema"]),
+            float(ts["elapsed_s"]),
+        )
         ckpt.set_rng_states(ts["rng"])
         log.info("resumed %s at epoch %d", path, self.epoch)
         return state["logging"]
@@ -219,21 +281,40 @@ class Trainer:
         lam = self.objective.config.lambda_at(self.epoch)
         self.model.train()
         sums = np.zeros(3)
-        bar = tqdm(loader.epoch(self.epoch, cfg.iterations_per_epoch), total=cfg.iterations_per_epoch,
-                   desc=f"epoch {self.epoch}", disable=not self.dist.is_main, leave=False)
+        bar = tqdm(
+            loader.epoch(self.epoch, cfg.iterations_per_epoch),
+            total=cfg.iterations_per_epoch,
+            desc=f"epoch {self.epoch}",
+            disable=not self.dist.is_main,
+            leave=False,
+        )
         for it, batch in enumerate(bar):
             losses = self.train_step(batch, batch_seed(cfg.seed, self.dist.rank, self.epoch, it, 1))
             sums += losses
             bar.set_postfix(loss=f"{losses[0]:.3f}")
         train_s = time.perf_counter() - t0
         n = cfg.iterations_per_epoch
-        row = {"epoch": self.epoch, "lr": lr, "lambda_cls": lam, "train_loss": sums[0] / n,
-               "train_seg_loss": sums[1] / n, "train_cls_loss": sums[2] / n,
-               "data_wait_s": loader.wait_s - wait0, "iterations_per_s": n / train_s}
+        row = {
+            "epoch": self.epoch,
+            "lr": lr,
+            "lambda_cls": lam,
+            "train_loss": sums[0] / n,
+            "train_seg_loss": sums[1] / n,
+            "train_cls_loss": sums[2] / n,
+            "data_wait_s": loader.wait_s - wait0,
+            "iterations_per_s": n / train_s,
+        }
         if self.dist.is_main:
-            row.update(validate(self.network, self.val_sampler, cfg.val_iterations,
-                                lambda out, seg, sub: self.objective(out, seg, sub, self.epoch), self.device,
-                                self.autocast))
+            row.update(
+                validate(
+                    self.network,
+                    self.val_sampler,
+                    cfg.val_iterations,
+                    lambda out, seg, sub: self.objective(out, seg, sub, self.epoch),
+                    self.device,
+                    self.autocast,
+                )
+            )
         barrier(self.dist)
         return row
 
@@ -244,14 +325,20 @@ class Trainer:
         continue with ``resume=True``), e.g. to fit a job time limit.
         """
         cfg, first, interrupted = self.config, self.epoch, False
-        with PrefetchLoader(self.sampler.sample, num_workers=cfg.num_workers, prefetch=cfg.prefetch,
-                            pin_memory=self.device.type == "cuda") as loader:
+        with PrefetchLoader(
+            self.sampler.sample,
+            num_workers=cfg.num_workers,
+            prefetch=cfg.prefetch,
+            pin_memory=self.device.type == "cuda",
+        ) as loader:
             while self.epoch < cfg.epochs:
                 t0 = time.perf_counter()
                 row = self.run_epoch(loader)
                 if self.dist.is_main:
                     score = float(np.nanmean([row["dice_pancreas"], row["dice_lesion"], row["macro_f1"]]))
-                    self.ema = score if self.ema is None else cfg.ema_alpha * self.ema + (1 - cfg.ema_alpha) * score
+                    self.ema = (
+                        score if self.ema is None else cfg.ema_alpha * self.ema + (1 - cfg.ema_alpha) * score
+                    )
                     row["ema_score"] = self.ema
                 epoch_s = time.perf_counter() - t0
                 self.elapsed_s += epoch_s
@@ -259,9 +346,17 @@ class Trainer:
                 self.epoch += 1
                 if self.dist.is_main:
                     self.log.append(row)
-                    log.info("epoch %d: loss %.4f, val Dice pancreas %.3f lesion %.3f, F1 %.3f, %.1f s (data wait "
-                             "%.1f s)", row["epoch"], row["train_loss"], row["dice_pancreas"], row["dice_lesion"],
-                             row["macro_f1"], epoch_s, row["data_wait_s"])
+                    log.info(
+                        "epoch %d: loss %.4f, val Dice pancreas %.3f lesion %.3f, F1 %.3f, %.1f s (data wait "
+                        "%.1f s)",
+                        row["epoch"],
+                        row["train_loss"],
+                        row["dice_pancreas"],
+                        row["dice_lesion"],
+                        row["macro_f1"],
+                        epoch_s,
+                        row["data_wait_s"],
+                    )
                     if self.ema > self.best_ema:
                         self.best_ema = self.ema
                         self.save("checkpoint_best.pth")
@@ -302,8 +397,14 @@ def train_command(args: argparse.Namespace) -> int:
             config = config.replace(epochs=args.epochs, minutes=None)
         if args.minutes is not None:
             config = config.replace(minutes=args.minutes)
-    trainer = Trainer(args.preprocessed, args.output, config, resolve_device(args.device), fold=args.fold,
-                      resume=args.resume)
+    trainer = Trainer(
+        args.preprocessed,
+        args.output,
+        config,
+        resolve_device(args.device),
+        fold=args.fold,
+        resume=args.resume,
+    )
     try:
         fold_dir = trainer.fit()
     finally:
@@ -311,4 +412,3 @@ def train_command(args: argparse.Namespace) -> int:
     if trainer.dist.is_main:
         print(fold_dir / "checkpoint_final.pth")
     return 0
-

@@ -82,7 +82,9 @@ def validate(
             counts += region_counts(out.seg[0].argmax(1), seg[:, 0].long()).cpu()
         y_true, y_pred = [], []
         for case in sampler.cases:
-            lower = crop_bbox(sampler.patch_size, case.image.shape[1:], np.random.default_rng(0), case_centre(case))
+            lower = crop_bbox(
+                sampler.patch_size, case.image.shape[1:], np.random.default_rng(0), case_centre(case)
+            )
             x = torch.from_numpy(extract(case.image, lower, sampler.patch_size, 0.0)[None]).to(device)
             with autocast():
                 logits = network(x).cls
@@ -91,5 +93,9 @@ def validate(
     finally:
         network.train(was_training)
     dice_p, dice_l = dice_from_counts(counts)
-    return {"val_loss": float(np.mean(losses)), "dice_pancreas": dice_p, "dice_lesion": dice_l,
-            "macro_f1": macro_f1(y_true, y_pred)}
+    return {
+        "val_loss": float(np.mean(losses)),
+        "dice_pancreas": dice_p,
+        "dice_lesion": dice_l,
+        "macro_f1": macro_f1(y_true, y_pred),
+    }

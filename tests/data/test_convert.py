@@ -16,8 +16,14 @@ from fastpanc.data.io import Geometry, read_image, write_image
 GEO = Geometry((2.5, 0.8, 0.8), (-10.0, 20.0, 30.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
 
 
-def make_case(folder: Path, name: str, lesion: bool = True, label_value: float = 1.0000152587890625,
-              geometry: Geometry = GEO, mask_shape=(6, 8, 10)) -> None:
+def make_case(
+    folder: Path,
+    name: str,
+    lesion: bool = True,
+    label_value: float = 1.0000152587890625,
+    geometry: Geometry = GEO,
+    mask_shape=(6, 8, 10),
+) -> None:
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
     image = rng.normal(40, 20, (6, 8, 10)).astype(np.float32)
     mask = np.zeros(mask_shape, np.float64)
@@ -46,7 +52,9 @@ def test_challenge_layout_converts(tmp_path):
     assert dj["channel_names"] == {"0": "CT"} and dj["file_ending"] == ".nii.gz"
     assert dj["labels"] == {"background": 0, "pancreas": 1, "lesion": 2} and dj["numTraining"] == 9
     mapping = json.loads((out / "subtype_mapping.json").read_text())
-    assert mapping == {f"quiz_{k}_{s}{i:02d}": k for k in range(3) for s, n in (("t", 2), ("v", 1)) for i in range(n)}
+    assert mapping == {
+        f"quiz_{k}_{s}{i:02d}": k for k in range(3) for s, n in (("t", 2), ("v", 1)) for i in range(n)
+    }
     splits = json.loads((out / "splits_final.json").read_text())
     assert len(splits) == 1 and len(splits[0]["train"]) == 6 and len(splits[0]["val"]) == 3
     assert set(splits[0]["val"]) == {f"quiz_{k}_v00" for k in range(3)}
@@ -54,8 +62,12 @@ def test_challenge_layout_converts(tmp_path):
     assert labels.dtype == np.uint8 and set(np.unique(labels).tolist()) == {0, 1, 2}
     assert geo.mismatch(GEO) is None
     assert (out / "imagesTr" / "quiz_1_t00_0000.nii.gz").read_bytes() == (
-        src / "train" / "subtype1" / "quiz_1_t00_0000.nii.gz").read_bytes()
-    assert sorted(p.name for p in (out / "imagesTs").iterdir()) == ["quiz_000_0000.nii.gz", "quiz_001_0000.nii.gz"]
+        src / "train" / "subtype1" / "quiz_1_t00_0000.nii.gz"
+    ).read_bytes()
+    assert sorted(p.name for p in (out / "imagesTs").iterdir()) == [
+        "quiz_000_0000.nii.gz",
+        "quiz_001_0000.nii.gz",
+    ]
     assert report.test == ["quiz_000", "quiz_001"] and not report.problems
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -64,7 +76,11 @@ def broken_source(tmp_path: Path) -> Path:
     src = challenge(tmp_path / "src", n_per_subtype=1)
     make_case(src / "train" / "subtype0", "quiz_0_nolesion", lesion=False)
     make_case(src / "train" / "subtype1", "quiz_1_badlabel", label_value=3.0)
-    make_case(src / "train" / "subtype2", "quiz_2_shifted", geometry=Geometry((2.5, 0.8, 0.8), (0, 0, 0), GEO.direction))
+    make_case(
+        src / "train" / "subtype2",
+        "quiz_2_shifted",
+        geometry=Geometry((2.5, 0.8, 0.8), (0, 0, 0), GEO.direction),
+    )
     make_case(src / "train" / "subtype2", "quiz_2_shape", mask_shape=(6, 8, 11))
     make_case(src / "train" / "subtype1", "quiz_0_wrongfolder")
     make_case(src / "validation" / "subtype0", "quiz_0_noimage")
@@ -98,7 +114,9 @@ def test_allow_broken_leaves_bad_cases_out(tmp_path):
     mapping = json.loads((tmp_path / "out" / "subtype_mapping.json").read_text())
     assert len(mapping) == 6 and not set(mapping) & set(EXPECTED_PROBLEMS)
     assert len(list((tmp_path / "out" / "labelsTr").iterdir())) == 6
-    assert set(json.loads((tmp_path / "out" / "conversion_problems.json").read_text())) == set(EXPECTED_PROBLEMS)
+    assert set(json.loads((tmp_path / "out" / "conversion_problems.json").read_text())) == set(
+        EXPECTED_PROBLEMS
+    )
 
 
 def test_nnunet_raw_input_with_subtypes(tmp_path):

@@ -180,6 +180,7 @@ def test_cli_needs_dataset_or_fingerprint(tmp_path: Path, capsys):
 
 
 @pytest.mark.nnunet
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "spacings,shapes",
     [
@@ -190,7 +191,6 @@ def test_cli_needs_dataset_or_fingerprint(tmp_path: Path, capsys):
         pytest.param(
             [[0.8, 0.8, 4.0], [0.7, 0.7, 3.0], [0.9, 0.9, 2.5]],
             [[300, 300, 40], [250, 260, 50], [280, 300, 60]],
-            marks=pytest.mark.slow,
         ),  # transposed
     ],
 )

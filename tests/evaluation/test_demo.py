@@ -15,8 +15,24 @@ from fastpanc.demo import DemoConfig, _train_minutes
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> tuple[Path, int, str]:
     out = tmp_path_factory.mktemp("demo") / "run"
-    rc = main(["demo", str(out), "--minutes", "1", "--cases", "6", "--heldout-cases", "2", "--size-scale", "0.3",
-               "--device", "cpu", "--seed", "3"])
+    rc = main(
+        [
+            "demo",
+            str(out),
+            "--minutes",
+            "1",
+            "--cases",
+            "6",
+            "--heldout-cases",
+            "3",
+            "--size-scale",
+            "0.3",
+            "--device",
+            "cpu",
+            "--seed",
+            "3",
+        ]
+    )
     return out, rc, ""
 
 
@@ -24,17 +40,37 @@ def demo_run(tmp_path_factory) -> tuple[Path, int, str]:
 def test_demo_writes_every_step(demo_run, capsys):
     out, rc, _ = demo_run
     assert rc == 0
-    for rel in ("cohort_train", "cohort_heldout", "raw_train/dataset.json", "raw_heldout/subtype_mapping.json",
-                "plans.json", "preprocessed/plans.json", "model/plans.json", "model/fold_0/checkpoint_final.pth",
-                "model/fold_0/progress.png", "predictions/subtype_results.csv", "evaluation/summary.json",
-                "evaluation/cases.csv", "commands.sh", "train_config.json", "report.html"):
+    for rel in (
+        "cohort_train",
+        "cohort_heldout",
+        "raw_train/dataset.json",
+        "raw_heldout/subtype_mapping.json",
+        "plans.json",
+        "preprocessed/plans.json",
+        "model/plans.json",
+        "model/fold_0/checkpoint_final.pth",
+        "model/fold_0/progress.png",
+        "predictions/subtype_results.csv",
+        "evaluation/summary.json",
+        "evaluation/cases.csv",
+        "commands.sh",
+        "train_config.json",
+        "report.html",
+    ):
         assert (out / rel).exists(), f"demo output {rel} is missing"
     summary = json.loads((out / "evaluation" / "summary.json").read_text())
-    assert summary["num_cases"] == 2 and summary["missing_predictions"] == []
+    assert summary["num_cases"] == 3 and summary["missing_predictions"] == []
     assert summary["classification"] is not None
     commands = (out / "commands.sh").read_text()
-    for cmd in ("fastpanc synth", "fastpanc convert", "fastpanc plan", "fastpanc preprocess", "fastpanc train",
-                "fastpanc predict", "fastpanc evaluate"):
+    for cmd in (
+        "fastpanc synth",
+        "fastpanc convert",
+        "fastpanc plan",
+        "fastpanc preprocess",
+        "fastpanc train",
+        "fastpanc predict",
+        "fastpanc evaluate",
+    ):
         assert cmd in commands
     page = (out / "report.html").read_text()
     links = re.findall(r'<img src="([^"]+)"', page)

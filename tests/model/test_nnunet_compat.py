@@ -138,18 +138,34 @@ def test_nnunet_model_folder_loads_with_same_logits(shared_data: Path, tmp_path:
     ref.load_state_dict(net.state_dict(), strict=True)
 
 
-@pytest.mark.nnunet
-@pytest.mark.real_data
-def test_true_resenc_m_topology(shared_data: Path) -> None:
-    plans = json.loads((shared_data / PLANS).read_text())
+def _check_plans_topology(plans: dict) -> None:
     ref = _reference(plans)
     net = MultitaskResEncUNet.from_plans(plans, num_subtypes=3).eval()
     assert set(net.segmentation_state_dict()) == set(ref.state_dict())
     missing, unexpected = net.load_state_dict(ref.state_dict(), strict=False)
     assert unexpected == [] and all(k.startswith("head.") for k in missing) and missing
-    x = torch.randn(1, 1, 32, 64, 64)  # smallest input with a 2x2x2 bottleneck for these strides
+    x = torch.randn(1, 1, 16, 64, 64)  # small input: a 1x2x2 bottleneck for these strides
     with torch.no_grad():
         _assert_same(ref(x), net(x).seg)
+
+
+@pytest.mark.nnunet
+@pytest.mark.real_data
+def test_resenc_m_topology_narrow(shared_data: Path) -> None:
+    """The real ResEnc M plans (6 stages, blocks 1-3-4-6-6-6, anisotropic kernels and strides) with the
+    features divided by 8, so the full structure is checked in a few seconds."""
+    plans = json.loads((shared_data / PLANS).read_text())
+    kw = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    kw["features_per_stage"] = [f // 8 for f in kw["features_per_stage"]]
+    _check_plans_topology(plans)
+
+
+@pytest.mark.slow
+@pytest.mark.nnunet
+@pytest.mark.real_data
+def test_resenc_m_exact_plans(shared_data: Path) -> None:
+    """The exact ResEnc M plans (102 M parameters) at a small input."""
+    _check_plans_topology(json.loads((shared_data / PLANS).read_text()))
 
 
 def test_fastpanc_checkpoint_roundtrip_with_head(tmp_path: Path) -> None:

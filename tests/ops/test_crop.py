@@ -18,8 +18,17 @@ from fastpanc.ops import (
 )
 
 # every dtype the kernels take; values below stay inside every dtype's range so that casts are exact
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int16, torch.uint8, torch.int32,
-          torch.int64, torch.int8]
+DTYPES = [
+    torch.float32,
+    torch.float64,
+    torch.float16,
+    torch.bfloat16,
+    torch.int16,
+    torch.uint8,
+    torch.int32,
+    torch.int64,
+    torch.int8,
+]
 
 
 def _volume(shape, dtype, seed, density=0.05, signed=True):
@@ -243,8 +252,15 @@ def test_cuda_bounding_box_matches_reference(dtype, cuda_ok):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("in_dtype,out_dtype", [(torch.int16, torch.float32), (torch.float32, torch.float16),
-                                                (torch.uint8, torch.uint8), (torch.float32, torch.bfloat16)])
+@pytest.mark.parametrize(
+    "in_dtype,out_dtype",
+    [
+        (torch.int16, torch.float32),
+        (torch.float32, torch.float16),
+        (torch.uint8, torch.uint8),
+        (torch.float32, torch.bfloat16),
+    ],
+)
 def test_cuda_crop_pad_and_paste_match_reference(in_dtype, out_dtype, cuda_ok):
     x = _volume((2, 23, 37, 51), in_dtype, 5, density=0.8, signed=in_dtype != torch.uint8)
     box = ((-4, 20), (3, 45), (-7, 60))

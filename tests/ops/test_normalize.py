@@ -8,6 +8,15 @@ from hypothesis import strategies as st
 from fastpanc.ops import BackendUnavailableError, ct_normalize, ct_normalize_reference
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.int16, torch.uint8, torch.int32]
+# Triton runs on the GPU when there is one; without one tests/conftest.py sets TRITON_INTERPRET=1 and it
+# runs on CPU tensors.
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _run(x, *args, backend, **kwargs):
+    """ct_normalize on the backend's device; the result comes back to the CPU."""
+    dev = TRITON_DEVICE if backend == "triton" else "cpu"
+    return ct_normalize(x.to(dev), *args, backend=backend, **kwargs).cpu()  # .to keeps x's strides
 
 
 def _input(shape, dtype, seed=0):
@@ -26,10 +35,13 @@ def test_matches_reference(backend, dtype, out_dtype):
     x = _input((2, 5, 7, 33), dtype)
     args = (-56.0, 180.0, 74.06, 44.36, out_dtype)
     want = ct_normalize_reference(x, *args)
-    got = ct_normalize(x, *args, backend=backend)
+    got = _run(x, *args, backend=backend)
     assert got.dtype == out_dtype and got.shape == x.shape
-    torch.testing.assert_close(got.float(), want.float(), 
-                               **({"rtol": 0, "atol": 0} if out_dtype == torch.float32 else {"rtol": 8e-3, "atol": 1e-2}))
+    torch.testing.assert_close(
+        got.float(),
+        want.float(),
+        **({"rtol": 0, "atol": 0} if out_dtype == torch.float32 else {"rtol": 8e-3, "atol": 1e-2}),
+    )
 
 
 @settings(max_examples=25, deadline=None)
@@ -46,14 +58,14 @@ def test_non_contiguous_random(shape, perm_seed, lo, width):
     xt = x.permute(perm)  # strided view
     want = ct_normalize_reference(xt, lo, lo + width, 10.0, 3.0)
     for backend in ("cpu", "triton"):
-        torch.testing.assert_close(ct_normalize(xt, lo, lo + width, 10.0, 3.0, backend=backend), want)
+        torch.testing.assert_close(_run(xt, lo, lo + width, 10.0, 3.0, backend=backend), want)
 
 
 def test_nan_propagates_like_reference():
     x = torch.tensor([[[[float("nan"), 1000.0, -1000.0, 5.0]]]])
     want = ct_normalize_reference(x, -1, 1, 0, 1)
     for backend in ("cpu", "triton"):
-        torch.testing.assert_close(ct_normalize(x, -1, 1, 0, 1, backend=backend), want, equal_nan=True)
+        torch.testing.assert_close(_run(x, -1, 1, 0, 1, backend=backend), want, equal_nan=True)
 
 
 def test_explicit_cuda_backend_says_why():
@@ -79,3 +91,29 @@ def test_cuda_backends_match_reference(backend, cuda_ok):
     x = _input((1, 17, 31, 45), torch.int16).cuda().transpose(2, 3)
     want = ct_normalize_reference(x.cpu(), -56, 180, 74, 44)
     torch.testing.assert_close(ct_normalize(x, -56, 180, 74, 44, backend=backend).cpu(), want)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+def test_out_argument_and_in_place(backend):
+    dev = TRITON_DEVICE if backend == "triton" else "cpu"
+    x = _input((2, 5, 7, 33), torch.float32, seed=3).to(dev)
+    want = ct_normalize_reference(x.cpu(), -56.0, 180.0, 74.0, 44.0)
+    out = torch.empty_like(x)
+    assert ct_normalize(x, -56.0, 180.0, 74.0, 44.0, backend=backend, out=out) is out
+    torch.testing.assert_close(out.cpu(), want, rtol=0, atol=0)
+    y = x.clone()
+    assert ct_normalize(y, -56.0, 180.0, 74.0, 44.0, backend=backend, out=y) is y  # in place, like nnU-Net
+    torch.testing.assert_close(y.cpu(), want, rtol=0, atol=0)
+
+
+def test_out_argument_errors():
+    x = torch.zeros(2, 4, 4, 4)
+    with pytest.raises(ValueError, match="dtype"):
+        ct_normalize(x, 0, 1, 0, 1.0, out=torch.empty(2, 4, 4, 4, dtype=torch.float16))
+    with pytest.raises(ValueError, match="shape"):
+        ct_normalize(x, 0, 1, 0, 1.0, out=torch.empty(2, 4, 4, 3))
+    with pytest.raises(ValueError, match="contiguous"):
+        ct_normalize(x, 0, 1, 0, 1.0, out=torch.empty(2, 4, 4, 4).transpose(1, 3))
+    buf = torch.zeros(200)
+    with pytest.raises(ValueError, match="overlaps"):
+        ct_normalize(buf[:128].view(2, 4, 4, 4), 0, 1, 0, 1.0, out=buf[64:192].view(2, 4, 4, 4))

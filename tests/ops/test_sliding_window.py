@@ -75,8 +75,9 @@ def test_gaussian_is_scipy_filtered_impulse(patch):
 def test_gaussian_equals_nnunet(patch, dtype):
     from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 
-    want = compute_gaussian(patch, sigma_scale=1.0 / 8, value_scaling_factor=10, dtype=dtype,
-                            device=torch.device("cpu"))
+    want = compute_gaussian(
+        patch, sigma_scale=1.0 / 8, value_scaling_factor=10, dtype=dtype, device=torch.device("cpu")
+    )
     got = gaussian_map(patch, dtype=dtype)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 

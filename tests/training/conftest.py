@@ -13,8 +13,9 @@ import pytest
 LESION_INTENSITY = (-1.5, 0.2, 3.0)  # per subtype; pancreas is 1.0, background ~0
 
 
-def tiny_plans(patch: tuple[int, int, int] = (16, 32, 32), batch_size: int = 2,
-               features: tuple[int, ...] = (4, 8, 16)) -> dict:
+def tiny_plans(
+    patch: tuple[int, int, int] = (16, 32, 32), batch_size: int = 2, features: tuple[int, ...] = (4, 8, 16)
+) -> dict:
     """nnU-Net v2 plans with a small ResEnc U-Net (one stride-1 stage, then stride 2)."""
     n = len(features)
     arch = {
@@ -42,12 +43,19 @@ def tiny_plans(patch: tuple[int, int, int] = (16, 32, 32), batch_size: int = 2,
         "plans_name": "nnUNetResEncUNetMPlans",
         "transpose_forward": [0, 1, 2],
         "transpose_backward": [0, 1, 2],
-        "configurations": {"3d_fullres": {
-            "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
-            "batch_size": batch_size, "patch_size": list(patch), "spacing": [2.0, 1.0, 1.0],
-            "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False],
-            "architecture": arch, "batch_dice": False,
-        }},
+        "configurations": {
+            "3d_fullres": {
+                "data_identifier": "nnUNetPlans_3d_fullres",
+                "preprocessor_name": "DefaultPreprocessor",
+                "batch_size": batch_size,
+                "patch_size": list(patch),
+                "spacing": [2.0, 1.0, 1.0],
+                "normalization_schemes": ["CTNormalization"],
+                "use_mask_for_norm": [False],
+                "architecture": arch,
+                "batch_dice": False,
+            }
+        },
         "fastpanc": {"num_subtypes": 3},
     }
 
@@ -57,8 +65,14 @@ def _ellipsoid(shape: tuple[int, ...], centre: np.ndarray, radii: np.ndarray) ->
     return (((grid - centre) / radii) ** 2).sum(-1) <= 1.0
 
 
-def write_preprocessed(folder: Path, subtypes: list[int], shape: tuple[int, int, int] = (20, 40, 40),
-                       n_val: int = 3, seed: int = 0, plans: dict | None = None) -> Path:
+def write_preprocessed(
+    folder: Path,
+    subtypes: list[int],
+    shape: tuple[int, int, int] = (20, 40, 40),
+    n_val: int = 3,
+    seed: int = 0,
+    plans: dict | None = None,
+) -> Path:
     """Write ``len(subtypes)`` cases; the last ``n_val`` are the validation split of fold 0."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,13 +93,24 @@ def write_preprocessed(folder: Path, subtypes: list[int], shape: tuple[int, int,
             idx = np.argwhere(seg == label)
             pick = idx[rng.choice(len(idx), size=min(len(idx), 50), replace=False)]
             locs[str(label)] = [[0, *map(int, v)] for v in pick]
-        props = {"shape_after_cropping_and_before_resampling": list(shape), "spacing": [2.0, 1.0, 1.0],
-                 "subtype": int(subtype), "class_locations": locs}
+        props = {
+            "shape_after_cropping_and_before_resampling": list(shape),
+            "spacing": [2.0, 1.0, 1.0],
+            "subtype": int(subtype),
+            "class_locations": locs,
+        }
         (folder / f"{name}.json").write_text(json.dumps(props))
     (folder / "plans.json").write_text(json.dumps(plans or tiny_plans()))
-    (folder / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "CT"}, "labels": {"background": 0, "pancreas": 1, "lesion": 2},
-        "numTraining": len(names), "file_ending": ".nii.gz"}))
+    (folder / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "CT"},
+                "labels": {"background": 0, "pancreas": 1, "lesion": 2},
+                "numTraining": len(names),
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
     (folder / "subtype_mapping.json").write_text(json.dumps(dict(zip(names, map(int, subtypes)))))
     (folder / "splits_final.json").write_text(json.dumps([{"train": names[:-n_val], "val": names[-n_val:]}]))
     return folder

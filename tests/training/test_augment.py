@@ -11,8 +11,19 @@ import torch
 from fastpanc.training.augment import Augmenter, gaussian_blur, rotation_matrices, sampling_grid
 from fastpanc.training.config import AugmentConfig
 
-OFF = AugmentConfig(p_rotation=0, p_scaling=0, p_elastic=0, p_mirror_axis=0, p_noise=0, p_blur=0, p_brightness=0,
-                    p_contrast=0, p_lowres=0, p_gamma=0, p_gamma_inverted=0)
+OFF = AugmentConfig(
+    p_rotation=0,
+    p_scaling=0,
+    p_elastic=0,
+    p_mirror_axis=0,
+    p_noise=0,
+    p_blur=0,
+    p_brightness=0,
+    p_contrast=0,
+    p_lowres=0,
+    p_gamma=0,
+    p_gamma_inverted=0,
+)
 
 
 def only(**kw) -> Augmenter:
@@ -22,15 +33,29 @@ def only(**kw) -> Augmenter:
 def _batch(shape=(12, 16, 20), b=3):
     g = torch.Generator().manual_seed(0)
     image = torch.randn(b, 1, *shape, generator=g)
-    zz, yy, xx = torch.meshgrid(*[torch.arange(s, dtype=torch.float32) - (s - 1) / 2 for s in shape], indexing="ij")
+    zz, yy, xx = torch.meshgrid(
+        *[torch.arange(s, dtype=torch.float32) - (s - 1) / 2 for s in shape], indexing="ij"
+    )
     r = torch.sqrt(zz**2 + yy**2 + xx**2)
     seg = torch.where(r < 3, 2, torch.where(r < 5, 1, 0)).to(torch.int8).expand(b, 1, *shape).clone()
     return image, seg
 
 
 def test_all_on_keeps_shapes_labels_and_is_deterministic() -> None:
-    aug = Augmenter(AugmentConfig(p_rotation=1, p_scaling=1, p_elastic=1, p_noise=1, p_blur=1, p_brightness=1,
-                                  p_contrast=1, p_lowres=1, p_gamma=1, p_gamma_inverted=0.5))
+    aug = Augmenter(
+        AugmentConfig(
+            p_rotation=1,
+            p_scaling=1,
+            p_elastic=1,
+            p_noise=1,
+            p_blur=1,
+            p_brightness=1,
+            p_contrast=1,
+            p_lowres=1,
+            p_gamma=1,
+            p_gamma_inverted=0.5,
+        )
+    )
     image, seg = _batch()
     a_img, a_seg = aug(image, seg, seed=11)
     b_img, b_seg = aug(image, seg, seed=11)
@@ -62,7 +87,9 @@ def test_rotation_by_90_degrees_permutes_voxels() -> None:
     out_img, out_seg = only(p_rotation=1.0, rotation_deg=(90, 90))(image, seg, 0)
     for label in (0, 1, 2):
         assert int((out_seg == label).sum()) == int((seg == label).sum())
-    torch.testing.assert_close(out_img.flatten(1).sort(1).values, image.flatten(1).sort(1).values, atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        out_img.flatten(1).sort(1).values, image.flatten(1).sort(1).values, atol=1e-4, rtol=0
+    )
     assert not torch.allclose(out_img, image)
     # a 90 degree rotation about every axis is a signed permutation of the axes
     m = rotation_matrices(torch.full((1, 3), math.pi / 2))[0]
@@ -88,7 +115,9 @@ def test_elastic_deforms_and_zero_magnitude_is_identity() -> None:
 def test_identity_grid_samples_voxel_centres() -> None:
     grid = sampling_grid(torch.eye(3, dtype=torch.float64)[None], (4, 6, 8))
     x = torch.randn(1, 1, 4, 6, 8)
-    torch.testing.assert_close(torch.nn.functional.grid_sample(x, grid, align_corners=False), x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        torch.nn.functional.grid_sample(x, grid, align_corners=False), x, atol=1e-5, rtol=0
+    )
 
 
 def test_intensity_transforms() -> None:

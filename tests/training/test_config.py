@@ -11,15 +11,26 @@ from fastpanc.training.config import AugmentConfig, NetworkOverrides, TrainConfi
 
 def test_defaults_follow_nnunet() -> None:
     c = TrainConfig()
-    assert (c.optimizer, c.initial_lr, c.momentum, c.weight_decay, c.poly_exponent) == ("sgd", 1e-2, 0.99, 3e-5, 0.9)
+    assert (c.optimizer, c.initial_lr, c.momentum, c.weight_decay, c.poly_exponent) == (
+        "sgd",
+        1e-2,
+        0.99,
+        3e-5,
+        0.9,
+    )
     assert (c.oversample_foreground, c.grad_clip, c.iterations_per_epoch) == (0.33, 12.0, 250)
     assert TrainConfig(optimizer="adamw").initial_lr == 1e-3
 
 
 def test_json_round_trip(tmp_path) -> None:
-    c = TrainConfig(epochs=7, patch_size=(16, 32, 32), optimizer="adamw", amp_dtype=None,
-                    augmentation=AugmentConfig(p_elastic=0.3, mirror_axes=(1, 2)),
-                    network=NetworkOverrides(features_scale=0.5, n_stages=3))
+    c = TrainConfig(
+        epochs=7,
+        patch_size=(16, 32, 32),
+        optimizer="adamw",
+        amp_dtype=None,
+        augmentation=AugmentConfig(p_elastic=0.3, mirror_axes=(1, 2)),
+        network=NetworkOverrides(features_scale=0.5, n_stages=3),
+    )
     c.save(tmp_path / "c.json")
     back = TrainConfig.load(tmp_path / "c.json")
     assert back == c
@@ -27,17 +38,20 @@ def test_json_round_trip(tmp_path) -> None:
     assert json.loads((tmp_path / "c.json").read_text())["augmentation"]["p_elastic"] == 0.3
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"optimizer": "adam"}, "optimizer must be one of"),
-    ({"amp_dtype": "fp8"}, "amp_dtype"),
-    ({"epochs": 0}, "epochs must be >= 1"),
-    ({"minutes": 0}, "minutes must be > 0"),
-    ({"oversample_foreground": 1.5}, "oversample_foreground must be a probability"),
-    ({"patch_size": (16, 32)}, "patch_size must be three"),
-    ({"head": "mlp"}, "head must be one of"),
-    ({"label_smoothing": 1.0}, "label_smoothing"),
-    ({"augmentation": AugmentConfig(p_rotation=0.1)}, None),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"optimizer": "adam"}, "optimizer must be one of"),
+        ({"amp_dtype": "fp8"}, "amp_dtype"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"minutes": 0}, "minutes must be > 0"),
+        ({"oversample_foreground": 1.5}, "oversample_foreground must be a probability"),
+        ({"patch_size": (16, 32)}, "patch_size must be three"),
+        ({"head": "mlp"}, "head must be one of"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"augmentation": AugmentConfig(p_rotation=0.1)}, None),
+    ],
+)
 def test_validation(kwargs, match) -> None:
     if match is None:
         TrainConfig(**kwargs)
@@ -46,12 +60,15 @@ def test_validation(kwargs, match) -> None:
         TrainConfig(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"p_mirror_axis": -0.1}, "p_mirror_axis"),
-    ({"scaling": (1.4, 0.7)}, "min <= max"),
-    ({"lowres_zoom": (0.5, 2.0)}, "lowres_zoom"),
-    ({"mirror_axes": (0, 3)}, "mirror_axes"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"p_mirror_axis": -0.1}, "p_mirror_axis"),
+        ({"scaling": (1.4, 0.7)}, "min <= max"),
+        ({"lowres_zoom": (0.5, 2.0)}, "lowres_zoom"),
+        ({"mirror_axes": (0, 3)}, "mirror_axes"),
+    ],
+)
 def test_augment_validation(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         AugmentConfig(**kwargs)

@@ -14,13 +14,30 @@ from fastpanc.training.checkpoint import atomic_save
 from fastpanc.training.config import AugmentConfig, NetworkOverrides, TrainConfig
 from fastpanc.training.trainer import Trainer, poly_lr
 
-QUICK = TrainConfig(epochs=2, iterations_per_epoch=2, val_iterations=1, num_workers=1, prefetch=2,
-                    lambda_ramp_epochs=0, augmentation=AugmentConfig(p_rotation=0.5, p_elastic=0.5))
+QUICK = TrainConfig(
+    epochs=2,
+    iterations_per_epoch=2,
+    val_iterations=1,
+    num_workers=1,
+    prefetch=2,
+    patch_size=(8, 16, 16),
+    lambda_ramp_epochs=0,
+    augmentation=AugmentConfig(p_rotation=0.5, p_elastic=0.5),
+)
 
 
 def test_loss_falls_and_both_heads_get_gradients(tiny_preprocessed: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig(optimizer="adamw", lr=3e-3, lambda_ramp_epochs=0, lambda_cls=1.0, num_workers=1,
-                      augmentation=AugmentConfig(enabled=False), oversample_foreground=1.0)
+    cfg = TrainConfig(
+        optimizer="adamw",
+        lr=3e-3,
+        lambda_ramp_epochs=0,
+        lambda_cls=1.0,
+        num_workers=1,
+        patch_size=(8, 16, 16),
+        batch_size=4,
+        augmentation=AugmentConfig(enabled=False),
+        oversample_foreground=1.0,
+    )
     tr = Trainer(tiny_preprocessed, tmp_path / "m", cfg, "cpu")
     batches = [tr.sampler.sample(0, it) for it in range(4)]
     losses = []
@@ -62,15 +79,32 @@ def test_exact_resume_and_checkpoint_contents(tiny_preprocessed: Path, tmp_path:
     assert sa["logging"]["train_loss"] == sb["logging"]["train_loss"]
     assert sa["logging"]["lr"] == sb["logging"]["lr"] == [1e-2, poly_lr(1e-2, 0.5, 0.9)]
 
-    for key in ("network_weights", "optimizer_state", "grad_scaler_state", "current_epoch", "logging",
-                "inference_allowed_mirroring_axes", "trainer_name", "config", "fastpanc"):
+    for key in (
+        "network_weights",
+        "optimizer_state",
+        "grad_scaler_state",
+        "current_epoch",
+        "logging",
+        "inference_allowed_mirroring_axes",
+        "trainer_name",
+        "config",
+        "fastpanc",
+    ):
         assert key in sa, key
     assert sa["current_epoch"] == 2 and sa["config"] == QUICK.to_dict()
     assert sa["fastpanc"]["head"] == "attention" and sa["fastpanc"]["num_subtypes"] == 3
     folder = tmp_path / "a"
-    for name in ("plans.json", "dataset.json", "train_config.json", "subtype_mapping.json", "splits_final.json",
-                 "fold_0/checkpoint_best.pth", "fold_0/checkpoint_latest.pth", "fold_0/progress.png",
-                 "fold_0/training_log.csv"):
+    for name in (
+        "plans.json",
+        "dataset.json",
+        "train_config.json",
+        "subtype_mapping.json",
+        "splits_final.json",
+        "fold_0/checkpoint_best.pth",
+        "fold_0/checkpoint_latest.pth",
+        "fold_0/progress.png",
+        "fold_0/training_log.csv",
+    ):
         assert (folder / name).is_file(), name
     assert TrainConfig.load(folder / "train_config.json") == QUICK
     assert len((folder / "fold_0/training_log.csv").read_text().strip().splitlines()) == 3
@@ -78,8 +112,13 @@ def test_exact_resume_and_checkpoint_contents(tiny_preprocessed: Path, tmp_path:
 
 
 def test_network_overrides_are_written_to_plans(tiny_preprocessed: Path, tmp_path: Path) -> None:
-    cfg = QUICK.replace(epochs=1, iterations_per_epoch=1, patch_size=(8, 16, 16), batch_size=1,
-                        network=NetworkOverrides(features_scale=0.5, n_stages=2), head="pool")
+    cfg = QUICK.replace(
+        epochs=1,
+        iterations_per_epoch=1,
+        batch_size=1,
+        network=NetworkOverrides(features_scale=0.5, n_stages=2),
+        head="pool",
+    )
     Trainer(tiny_preprocessed, tmp_path / "m", cfg, "cpu").fit()
     plans = json.loads((tmp_path / "m/plans.json").read_text())
     conf = plans["configurations"]["3d_fullres"]
@@ -99,8 +138,23 @@ def test_cli_train_and_its_errors(tiny_preprocessed: Path, tmp_path: Path, capsy
     cfg_file = tmp_path / "cfg.json"
     QUICK.save(cfg_file)
     out = tmp_path / "model"
-    assert main(["train", str(tiny_preprocessed), "-o", str(out), "--config", str(cfg_file), "--epochs", "1",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tiny_preprocessed),
+                "-o",
+                str(out),
+                "--config",
+                str(cfg_file),
+                "--epochs",
+                "1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert TrainConfig.load(out / "train_config.json").epochs == 1
     assert (out / "fold_0/checkpoint_final.pth").is_file()
     assert main(["train", str(tiny_preprocessed), "-o", str(out), "--config", str(cfg_file)]) == 2
