@@ -3,8 +3,12 @@
 nnU-Net's ``CTNormalization.run`` (numpy, in place: clip, subtract, divide) runs on the same image with
 the intensity properties of the real plans (../shared/data/real/plans). It modifies its input, so each of
 its rounds gets a fresh copy made outside the timed region; fastpanc's recorded call works in place too
-(``out=x``, one fused pass), and its allocating call (new output each time) is listed beside it. On CUDA nnU-Net still normalises with numpy on the CPU (that is what it does); the
-GPU row compares that with fastpanc on a CUDA tensor and also lists a torch-on-GPU equivalent.
+(``out=x``, one fused pass), and its allocating call (new output each time) is listed beside it. The
+calls alternate round by round so that they all see the same machine load; the minimum over the rounds
+is recorded (on a 2-core machine shared with other jobs the median mostly measures those jobs).
+
+On CUDA nnU-Net still normalises with numpy on the CPU (that is what it does); the GPU row compares that
+with fastpanc on a CUDA tensor and also lists a torch-on-GPU equivalent.
 
     pytest benchmarks/bench_normalize.py --benchmark-enable -s
 """
@@ -26,6 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _record import record  # noqa: E402
 
+from fastpanc.ops import _backend as B  # noqa: E402
 from fastpanc.ops import ct_normalize  # noqa: E402
 
 COMMAND = "pytest benchmarks/bench_normalize.py --benchmark-enable -s"
@@ -33,33 +38,37 @@ DEVICES = [
     "cpu",
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")),
 ]
+ROUNDS = 50
+
+Call = tuple[Callable[..., object], Callable[[], object] | None]
 
 
-def timings(
-    fn: Callable[..., object], setup: Callable[[], object] | None = None, rounds: int = 15, sync: bool = False
-) -> tuple[float, float]:
-    """(min, median) wall time of ``fn`` over ``rounds`` after one warm-up; ``setup`` runs untimed before
-    each round and its result is passed to ``fn``. The minimum is the number recorded: on a shared
-    2-core machine the median mostly measures the other processes."""
-    times = []
+def paired_timings(calls: list[Call], rounds: int = ROUNDS, sync: bool = False) -> list[tuple[float, float]]:
+    """(min, median) wall time of each ``(fn, setup)``, the calls interleaved round by round after one
+    warm-up round; ``setup`` (untimed) makes the argument passed to ``fn``, or is None."""
+    times: list[list[float]] = [[] for _ in calls]
     for i in range(rounds + 1):
-        arg = setup() if setup is not None else None
-        if sync:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn() if setup is None else fn(arg)
-        if sync:
-            torch.cuda.synchronize()
-        if i:
-            times.append(time.perf_counter() - t0)
-    return min(times), statistics.median(times)
+        for k, (fn, setup) in enumerate(calls):
+            arg = setup() if setup is not None else None
+            if sync:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn() if setup is None else fn(arg)
+            if sync:
+                torch.cuda.synchronize()
+            if i:
+                times[k].append(time.perf_counter() - t0)
+    return [(min(t), statistics.median(t)) for t in times]
 
 
 def _largest_test_image(shared_data: Path) -> tuple[str, np.ndarray]:
     sitk = pytest.importorskip("SimpleITK", reason="SimpleITK reads the real CT test images")
     best = None
     for p in sorted((shared_data / "real" / "test_images").glob("*_0000.nii.gz")):
-        size = int(np.prod(sitk.ReadImage(str(p)).GetSize()))  # reads the header and voxels; small files
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(p))
+        reader.ReadImageInformation()
+        size = int(np.prod(reader.GetSize()))
         if best is None or size > best[0]:
             best = (size, p)
     if best is None:
@@ -82,41 +91,51 @@ def test_ct_normalize_vs_nnunet(benchmark, shared_data, device):
 
     scheme = norm.CTNormalization(use_mask_for_norm=False, intensityproperties=props, target_dtype=np.float32)
     want = scheme.run(image.copy())
-    base_min, base_med = timings(lambda a: scheme.run(a), setup=image.copy)
-
     x = torch.from_numpy(image).to(device)
     sync = device == "cuda"
     got = ct_normalize(x, lo, hi, mean, std)
     np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
-    # nnU-Net normalises a float32 image in place; so does the recorded fastpanc call (out=x). The
-    # allocating call (a new output array per call) is listed too.
-    fast_min, fast_med = timings(
-        lambda a: ct_normalize(a, lo, hi, mean, std, out=a), setup=x.clone, sync=sync
-    )
-    alloc_min, _ = timings(lambda: ct_normalize(x, lo, hi, mean, std), sync=sync)
+
+    calls: list[Call] = [
+        (lambda a: scheme.run(a), image.copy),  # nnU-Net, in place on a fresh copy
+        (lambda a: ct_normalize(a, lo, hi, mean, std, out=a), x.clone),  # fastpanc, in place
+        (lambda: ct_normalize(x, lo, hi, mean, std), None),  # fastpanc, new output array
+    ]
+    if device == "cuda":
+        calls.append((lambda: ((x.clamp(lo, hi) - mean) / std).float(), None))  # torch eager on the GPU
+        calls.append((lambda: ct_normalize(x, lo, hi, mean, std, backend="cuda"), None))
+    results = paired_timings(calls, sync=sync)
+    (base_min, base_med), (fast_min, fast_med), (alloc_min, _) = results[:3]
     extra = {
         "image": name,
         "shape": list(image.shape),
         "voxels": int(image.size),
         "in_place": True,
-        "threads": torch.get_num_threads(),
-        "timing": "min of 15 rounds after a warm-up",
+        "timing": f"min of {ROUNDS} interleaved rounds after a warm-up",
         "baseline_median_s": base_med,
         "fastpanc_median_s": fast_med,
         "fastpanc_new_output_min_s": alloc_min,
         "load_average_1min": os.getloadavg()[0],
     }
     if device == "cuda":
-
-        def torch_eager():
-            return ((x.clamp(lo, hi) - mean) / std).float()
-
-        extra["torch_eager_cuda_min_s"] = timings(torch_eager, sync=True)[0]
-        extra["fastpanc_cuda_backend_min_s"] = timings(
-            lambda: ct_normalize(x, lo, hi, mean, std, backend="cuda"), sync=True
-        )[0]
+        extra["torch_eager_cuda_min_s"] = results[3][0]
+        extra["fastpanc_cuda_backend_min_s"] = results[4][0]
+    else:  # the same fused pass on one core, for machines shared with other jobs
+        ext = B.extension()
+        threads = ext.max_threads()
+        extra["threads"] = threads
+        ext.set_num_threads(1)
+        try:
+            extra["fastpanc_one_thread_min_s"] = paired_timings(
+                [(lambda a: ct_normalize(a, lo, hi, mean, std, out=a), x.clone)]
+            )[0][0]
+        finally:
+            ext.set_num_threads(threads)
     record("kernel_ct_normalize", base_min, fast_min, COMMAND, device=device, extra=extra)
-    if sync:
-        benchmark.pedantic(lambda: (ct_normalize(x, lo, hi, mean, std), torch.cuda.synchronize()), rounds=10)
-    else:
-        benchmark.pedantic(lambda: ct_normalize(x, lo, hi, mean, std), rounds=10)
+
+    def run():
+        ct_normalize(x, lo, hi, mean, std)
+        if sync:
+            torch.cuda.synchronize()
+
+    benchmark.pedantic(run, rounds=10)

@@ -17,6 +17,7 @@ results are compared (max abs difference <= 1e-3 of the value range) before timi
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -41,19 +42,23 @@ DEVICES = [
 IMAGES = {"largest": "quiz_405_0000.nii.gz", "thick_slices": "quiz_351_0000.nii.gz"}
 
 
-def timings(fn: Callable[[], object], rounds: int, sync: bool = False) -> tuple[float, float]:
-    """(min, median) wall time of ``fn`` over ``rounds`` after one warm-up."""
-    times = []
+def timings(fn: Callable[[], object], rounds: int, sync: bool = False) -> tuple[float, float, float]:
+    """(min, median) wall time and min process CPU time (all threads) of ``fn`` over ``rounds`` after a warm-up.
+
+    The CPU time is reported beside the wall time because the benchmark machine's cores may be shared.
+    """
+    times, cpu = [], []
     for i in range(rounds + 1):
         if sync:
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         if sync:
             torch.cuda.synchronize()
         if i:
             times.append(time.perf_counter() - t0)
-    return min(times), statistics.median(times)
+            cpu.append(time.process_time() - c0)
+    return min(times), statistics.median(times), min(cpu)
 
 
 def _load(shared_data: Path, key: str) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -67,8 +72,10 @@ def _load(shared_data: Path, key: str) -> tuple[np.ndarray, tuple[float, float, 
 
 
 def _nnunet():
-    mod = pytest.importorskip("nnunetv2.preprocessing.resampling.default_resampling",
-                              reason="nnunetv2 is the baseline (pip install '.[test]')")
+    mod = pytest.importorskip(
+        "nnunetv2.preprocessing.resampling.default_resampling",
+        reason="nnunetv2 is the baseline (pip install '.[test]')",
+    )
     return mod.resample_data_or_seg_to_shape
 
 
@@ -78,11 +85,21 @@ def _compare_and_record(name, baseline, fast, reference_range, device, extra, be
     diff = float(np.abs(got - want).max())
     assert diff <= 1e-3 * reference_range, f"max abs difference {diff} > 1e-3 of the range {reference_range}"
     sync = device == "cuda"
-    base_min, base_med = timings(baseline, rounds=3)
-    fast_min, fast_med = timings(fast, rounds=10, sync=sync)
-    extra.update({"max_abs_diff": diff, "value_range": reference_range, "threads": torch.get_num_threads(),
-                  "timing": "min over rounds after a warm-up (nnU-Net 3, fastpanc 10)",
-                  "baseline_median_s": base_med, "fastpanc_median_s": fast_med})
+    base_min, base_med, base_cpu = timings(baseline, rounds=3)
+    fast_min, fast_med, fast_cpu = timings(fast, rounds=10, sync=sync)
+    extra.update(
+        {
+            "max_abs_diff": diff,
+            "value_range": reference_range,
+            "threads": torch.get_num_threads(),
+            "timing": "min over rounds after a warm-up (nnU-Net 3, fastpanc 10)",
+            "baseline_median_s": base_med,
+            "fastpanc_median_s": fast_med,
+            "baseline_cpu_s": base_cpu,
+            "fastpanc_cpu_s": fast_cpu,
+            "load_average_1min": os.getloadavg()[0],
+        }
+    )
     record(name, base_min, fast_min, COMMAND, device=device, extra=extra)
     benchmark.pedantic(lambda: (fast(), torch.cuda.synchronize() if sync else None), rounds=5)
 
@@ -97,15 +114,24 @@ def test_resample_to_target(benchmark, shared_data, device, image):
     x = torch.from_numpy(data).to(device)
 
     def baseline():
-        return fn(data, new_shape, spacing, TARGET_SPACING, is_seg=False, order=3, order_z=0, force_separate_z=None)
+        return fn(
+            data, new_shape, spacing, TARGET_SPACING, is_seg=False, order=3, order_z=0, force_separate_z=None
+        )
 
     def fast():
         return resample(x, new_shape, order=3, separate_z=axis, order_z=0)
 
-    extra = {"image": IMAGES[image], "spacing": list(spacing), "shape": list(data.shape),
-             "new_shape": list(new_shape), "separate_z": axis, "order": 3}
-    _compare_and_record(f"kernel_resample_to_target_{image}", baseline, fast, float(np.ptp(data)), device, extra,
-                        benchmark)
+    extra = {
+        "image": IMAGES[image],
+        "spacing": list(spacing),
+        "shape": list(data.shape),
+        "new_shape": list(new_shape),
+        "separate_z": axis,
+        "order": 3,
+    }
+    _compare_and_record(
+        f"kernel_resample_to_target_{image}", baseline, fast, float(np.ptp(data)), device, extra, benchmark
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -123,13 +149,34 @@ def test_resample_logits_back(benchmark, shared_data, device, image):
     x = logits.to(device)
 
     def baseline():
-        return fn(logits_np, data.shape[1:], TARGET_SPACING, spacing, is_seg=False, order=1, order_z=0,
-                  force_separate_z=None)
+        return fn(
+            logits_np,
+            data.shape[1:],
+            TARGET_SPACING,
+            spacing,
+            is_seg=False,
+            order=1,
+            order_z=0,
+            force_separate_z=None,
+        )
 
     def fast():
         return resample(x, data.shape[1:], order=1, separate_z=axis, order_z=0)
 
-    extra = {"image": IMAGES[image], "spacing": list(spacing), "logits_shape": list(logits.shape),
-             "new_shape": list(data.shape[1:]), "separate_z": axis, "order": 1}
-    _compare_and_record(f"kernel_resample_logits_back_{image}", baseline, fast, float(np.ptp(logits_np)), device,
-                        extra, benchmark)
+    extra = {
+        "image": IMAGES[image],
+        "spacing": list(spacing),
+        "logits_shape": list(logits.shape),
+        "new_shape": list(data.shape[1:]),
+        "separate_z": axis,
+        "order": 1,
+    }
+    _compare_and_record(
+        f"kernel_resample_logits_back_{image}",
+        baseline,
+        fast,
+        float(np.ptp(logits_np)),
+        device,
+        extra,
+        benchmark,
+    )

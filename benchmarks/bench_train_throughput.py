@@ -10,7 +10,7 @@ default transforms) and the deep-supervision targets happen inside it, and the n
 The data side is measured too: the batches per second the patch sampler makes from memory-mapped cases, which
 must exceed the training iterations per second (the loader runs ahead in background threads).
 
-Configurations: on the CPU a small ResEnc (4 stages, 8..64 features, patch 32 x 64 x 64, batch 2); on CUDA the
+Configurations: on the CPU a small ResEnc (4 stages, 8..64 features, 1-1-2-2 blocks, patch 16 x 64 x 64, batch 2); on CUDA the
 real ResEnc M plans (patch 64 x 128 x 192, batch 2), read from ../shared/data/real/plans when present.
 
     pytest benchmarks/bench_train_throughput.py --benchmark-enable -s
@@ -116,7 +116,7 @@ def small_plans() -> dict:
                         "conv_op": "torch.nn.modules.conv.Conv3d",
                         "kernel_sizes": [[1, 3, 3]] + [[3, 3, 3]] * (n - 1),
                         "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]],
-                        "n_blocks_per_stage": [1, 2, 2, 2],
+                        "n_blocks_per_stage": [1, 1, 2, 2],
                         "n_conv_per_stage_decoder": [1] * (n - 1),
                         "conv_bias": True,
                         "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
@@ -163,17 +163,22 @@ def write_cases(folder: Path, plans: dict, n: int = 6) -> None:
     (folder / "splits_final.json").write_text(json.dumps([{"train": names[:-1], "val": names[-1:]}]))
 
 
-def timed(step: Callable[[int], object], rounds: int, warmup: int, sync: bool) -> list[float]:
-    out = []
+def interleaved(
+    steps: list[Callable[[int], object]], rounds: int, warmup: int, sync: bool
+) -> list[list[float]]:
+    """Wall times of each step function, run in turns (round i: step 0, step 1, ...) so that a change in the
+    machine's load hits all of them alike."""
+    out: list[list[float]] = [[] for _ in steps]
     for i in range(warmup + rounds):
-        if sync:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step(i)
-        if sync:
-            torch.cuda.synchronize()
-        if i >= warmup:
-            out.append(time.perf_counter() - t0)
+        for k, step in enumerate(steps):
+            if sync:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step(i)
+            if sync:
+                torch.cuda.synchronize()
+            if i >= warmup:
+                out[k].append(time.perf_counter() - t0)
     return out
 
 
@@ -201,7 +206,7 @@ def nnunet_trainer(plans: dict, tmp: Path, device: torch.device):
 def test_train_throughput(device: str, tmp_path: Path) -> None:
     dev = torch.device(device)
     sync = dev.type == "cuda"
-    rounds, warmup = (20, 5) if sync else (6, 2)
+    rounds, warmup = (20, 5) if sync else (5, 1)
     plans = plans_for(device)
     pre = tmp_path / "fastpanc_pre"
     pre.mkdir()
@@ -216,18 +221,26 @@ def test_train_throughput(device: str, tmp_path: Path) -> None:
         shapes = [o.shape[2:] for o in tr.network(torch.zeros(1, 1, *tr.patch_size, device=dev)).seg]
     nn_batches = [{"data": t["image"], "target": downsample_seg(t["seg"].long(), shapes)} for t in tensors]
     nn_batches = [{"data": b["data"], "target": [s.float() for s in b["target"]]} for b in nn_batches]
-    nn_tr.network.train()
-    t_nnunet = timed(lambda i: nn_tr.train_step(nn_batches[i]), rounds, warmup, sync)
-
-    tr.model.train()
-    t_fast = timed(lambda i: tr.train_step(tensors[i], seed=i), rounds, warmup, sync)
     no_aug = Trainer(
         pre, tmp_path / "model_noaug", cfg.replace(augmentation=AugmentConfig(enabled=False)), dev
     )
-    t_fast_noaug = timed(lambda i: no_aug.train_step(tensors[i], seed=i), rounds, warmup, sync)
+    no_aug.network.load_state_dict(tr.network.state_dict())
+    nn_tr.network.train()
+    tr.model.train()
+    no_aug.model.train()
+    t_nnunet, t_fast, t_fast_noaug = interleaved(
+        [
+            lambda i: nn_tr.train_step(nn_batches[i]),
+            lambda i: tr.train_step(tensors[i], seed=i),
+            lambda i: no_aug.train_step(tensors[i], seed=i),
+        ],
+        rounds,
+        warmup,
+        sync,
+    )
 
     sampler = PatchSampler([load_case(pre, f"case_{i}") for i in range(5)], tr.patch_size, tr.batch_size)
-    t_data = timed(lambda i: sampler.sample(1, i), rounds, 1, False)
+    (t_data,) = interleaved([lambda i: sampler.sample(1, i)], rounds, 1, False)
 
     nn_s, fp_s = statistics.median(t_nnunet), statistics.median(t_fast)
     extra = {

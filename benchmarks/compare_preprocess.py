@@ -102,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", type=int, default=20)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--keep", help="work in this folder and keep it (default: a temporary folder)")
+    ap.add_argument(
+        "--keep",
+        help="work in this folder and keep it (default: a temporary folder); a folder kept "
+        "by an earlier run is reused: same cohort and plans, both tools timed again",
+    )
     args = ap.parse_args(argv)
     nnunet_cli = shutil.which("nnUNetv2_preprocess")
     if nnunet_cli is None:
@@ -112,7 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="fastpanc-bench-pre-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        raw, plans_file, plans = build_inputs(work, args.cases, args.seed, args.workers)
+        plans_file = work / "nnUNet_preprocessed" / DATASET / f"{PLANS_NAME}.json"
+        if args.keep and plans_file.is_file():  # reuse the cohort and plans of an earlier --keep run
+            raw, plans = work / "nnUNet_raw" / DATASET, json.loads(plans_file.read_text())
+            kept = json.loads((raw / "dataset.json").read_text()).get("numTraining")
+            if kept != args.cases:
+                raise SystemExit(
+                    f"{work} holds a cohort of {kept} cases, not {args.cases}; use another --keep folder"
+                )
+        else:
+            raw, plans_file, plans = build_inputs(work, args.cases, args.seed, args.workers)
         _warm_cache(raw)
         env = dict(
             os.environ,
@@ -121,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             nnUNet_results=str(work / "nnUNet_results"),
         )
         ours = work / "fastpanc_preprocessed"
+        shutil.rmtree(ours, ignore_errors=True)  # a leftover output would be skipped as finished
         t_ours = _run(
             [
                 sys.executable,

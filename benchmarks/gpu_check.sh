@@ -90,12 +90,14 @@ fi
 
 # ---- build: the CUDA kernels are required here (FASTPANC_CUDA=ON fails loudly without nvcc) --------
 rm -rf "$INSTALL" && mkdir -p "$INSTALL"
-run_step "build" 240 "$OUT/build.log" env CUDAARCHS="${CUDAARCHS:-90}" FASTPANC_CUDA=ON \
+run_step "build" 270 "$OUT/build.log" env CUDAARCHS="${CUDAARCHS:-90}" FASTPANC_CUDA=ON \
   CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" $PY -m pip install -v --no-build-isolation --no-deps --no-cache-dir \
   -C build-dir="${FASTPANC_GPU_BUILD_DIR:-/tmp/fastpanc-gpu-build}" --target "$INSTALL" .
 
 # -P: do not put the working directory on sys.path, so `import fastpanc` finds the build, not the sources
-run_step "info" 60 "$OUT/build.log" sh -c "$PY -P -m fastpanc.cli info --json >'$OUT/info.json'"
+CHECK_IMPORT="import fastpanc, sys; f = fastpanc.__file__; print('fastpanc from', f); \
+sys.exit(0 if f.startswith('$INSTALL/') else 'fastpanc was imported from ' + f + ', not from the build in $INSTALL')"
+run_step "info" 60 "$OUT/build.log" sh -c "$PY -P -c \"$CHECK_IMPORT\" && $PY -P -m fastpanc.cli info --json >'$OUT/info.json'"
 cat "$OUT/info.json" 2>/dev/null
 
 # ---- tests ------------------------------------------------------------------------------------------
@@ -109,15 +111,24 @@ run_step "test_triton" 90 "$OUT/test_triton.log" "${PYTEST[@]}" tests/ops/test_n
 pytest_tail "$OUT/test_triton.log"
 
 # ---- benchmarks on cuda -------------------------------------------------------------------------------
-rm -f benchmarks/results/*-cuda.json
+BENCH_START=$(date +%s)
 # bench_*.py files are named explicitly: pytest collects only test_*.py from a folder
 run_step "bench_cuda" 180 "$OUT/bench.log" "${PYTEST[@]}" -s --benchmark-enable benchmarks/bench_*.py -k cuda
 pytest_tail "$OUT/bench.log"
-$PY - "$OUT/bench_results.json" <<'EOF' || echo "bench_results: could not collect" | tee -a "$SUMMARY"
+
+# ---- prediction (fastpanc-predict owner: edit only inside this section) -----------------------------
+# nnUNetv2_predict vs fastpanc exact vs fast on the 16 real test images, ResEnc M, TTA on; appends its
+# markdown table to bench.log and writes benchmarks/results/predict_{exact,fast}-cuda.json (collected below).
+run_step "predict_cuda" 200 "$OUT/bench.log" $PY -P benchmarks/compare_predict.py --cases 16 --device cuda --tta
+# ---- end of prediction section ----------------------------------------------------------------------
+# the cuda results written by this run (older files, e.g. copied back from another machine, are left out)
+$PY - "$OUT/bench_results.json" "$BENCH_START" <<'EOF' || echo "bench_results: could not collect" | tee -a "$SUMMARY"
 import json, sys
 from pathlib import Path
 
-rows = [json.loads(p.read_text()) for p in sorted(Path("benchmarks/results").glob("*-cuda.json"))]
+since = float(sys.argv[2])
+files = [p for p in sorted(Path("benchmarks/results").glob("*-cuda.json")) if p.stat().st_mtime >= since]
+rows = [json.loads(p.read_text()) for p in files]
 Path(sys.argv[1]).write_text(json.dumps(rows, indent=2) + "\n")
 for r in rows:
     print(f"bench {r['name']} on {r['device']}: nnU-Net {r['baseline_s']:.5f} s, fastpanc {r['fastpanc_s']:.5f} s, "

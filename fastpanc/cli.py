@@ -109,12 +109,13 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int)
     g.add_argument("--minutes", type=float)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint_latest.pth")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run saved in OUTPUT/fold_K/checkpoint_latest.pth exactly (same config)")
     p.add_argument("--fold", type=int, default=0)
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from fastpanc.training.trainer import train_command
+    from fastpanc.training.command import train_command
 
     return train_command(args)
 

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "cpu/dispatch.h"
 
@@ -72,40 +73,65 @@ void finalize(const View4& acc, const View4& weight, std::uintptr_t labels, std:
   uint8_t* lab = reinterpret_cast<uint8_t*>(labels);
   uint16_t* P = reinterpret_cast<uint16_t*>(probs);
   const int64_t plane = Z * Y * X;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t z = 0; z < Z; ++z) {
-    for (int64_t y = 0; y < Y; ++y) {
-      float v[256];
-      const int64_t o = (z * Y + y) * X;
-      const float* wrow = W + z * weight.stride[1] + y * weight.stride[2];
-      const float* arow = A + z * acc.stride[1] + y * acc.stride[2];
-      for (int64_t x = 0; x < X; ++x) {
-        const float w = wrow[x * weight.stride[3]];
-        int best = 0;
-        float bv = 0.f;
-        bool nan_seen = false;
+  const int64_t as0 = acc.stride[0], as1 = acc.stride[1], as2 = acc.stride[2], as3 = acc.stride[3];
+  const int64_t ws1 = weight.stride[1], ws2 = weight.stride[2], ws3 = weight.stride[3];
+  // Row by row, in per-thread buffers, so that every inner loop is a branch-free loop over x that the
+  // compiler vectorises: logits = acc / weight (IEEE division, as the reference), then the running
+  // argmax (the first maximum wins; the first NaN wins, as torch.argmax), then the optional softmax.
+#pragma omp parallel
+  {
+    std::vector<float> v(static_cast<size_t>(K * X)), bv(X), sum(X);
+    std::vector<int32_t> best(X), seen(X);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t z = 0; z < Z; ++z) {
+      for (int64_t y = 0; y < Y; ++y) {
+        const int64_t o = (z * Y + y) * X;
+        const float* wrow = W + z * ws1 + y * ws2;
         for (int64_t k = 0; k < K; ++k) {
-          const float a = arow[k * acc.stride[0] + x * acc.stride[3]] / w;
-          v[k] = a;
-          if (nan_seen) continue;
-          if (std::isnan(a)) {
-            best = static_cast<int>(k);
-            bv = a;
-            nan_seen = true;
-          } else if (k == 0 || a > bv) {
-            best = static_cast<int>(k);
-            bv = a;
+          const float* a = A + k * as0 + z * as1 + y * as2;
+          float* vk = v.data() + k * X;
+          if (as3 == 1 && ws3 == 1) {
+            for (int64_t x = 0; x < X; ++x) vk[x] = a[x] / wrow[x];
+          } else {
+            for (int64_t x = 0; x < X; ++x) vk[x] = a[x * as3] / wrow[x * ws3];
           }
         }
-        lab[o + x] = static_cast<uint8_t>(best);
-        if (P != nullptr) {
-          float sum = 0.f;
-          for (int64_t k = 0; k < K; ++k) {
-            v[k] = std::exp(v[k] - bv);
-            sum += v[k];
+        float* b = bv.data();
+        int32_t* bi = best.data();
+        int32_t* sn = seen.data();
+        for (int64_t x = 0; x < X; ++x) {
+          b[x] = v[x];
+          bi[x] = 0;
+          sn[x] = v[x] != v[x];
+        }
+        for (int64_t k = 1; k < K; ++k) {
+          const float* vk = v.data() + k * X;
+          const int32_t kk = static_cast<int32_t>(k);
+          for (int64_t x = 0; x < X; ++x) {
+            const float c = vk[x];
+            const int32_t nan = c != c;
+            const int32_t take = (sn[x] == 0) & (nan | (c > b[x]));
+            b[x] = take ? c : b[x];
+            bi[x] = take ? kk : bi[x];
+            sn[x] |= nan;
           }
-          const float inv = 1.0f / sum;
-          for (int64_t k = 0; k < K; ++k) P[k * plane + o + x] = float_to_half(v[k] * inv);
+        }
+        for (int64_t x = 0; x < X; ++x) lab[o + x] = static_cast<uint8_t>(bi[x]);
+        if (P == nullptr) continue;
+        float* s = sum.data();
+        for (int64_t x = 0; x < X; ++x) s[x] = 0.f;
+        for (int64_t k = 0; k < K; ++k) {
+          float* vk = v.data() + k * X;
+          for (int64_t x = 0; x < X; ++x) {
+            vk[x] = std::exp(vk[x] - b[x]);
+            s[x] += vk[x];
+          }
+        }
+        for (int64_t x = 0; x < X; ++x) s[x] = 1.0f / s[x];
+        for (int64_t k = 0; k < K; ++k) {
+          const float* vk = v.data() + k * X;
+          uint16_t* pk = P + k * plane + o;
+          for (int64_t x = 0; x < X; ++x) pk[x] = float_to_half(vk[x] * s[x]);
         }
       }
     }

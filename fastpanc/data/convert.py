@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,8 +94,12 @@ def _write_case(case: CaseSource, root: Path, ending: str) -> None:
         write_image(root / "labelsTr" / f"{case.name}{ending}", labels, geometry)
 
 
-def _problem_text(problems: dict[str, list[str]]) -> str:
-    return "; ".join(f"{case}: {' | '.join(p)}" for case, p in sorted(problems.items()))
+def _problem_text(problems: dict[str, list[str]], limit: int = 10) -> str:
+    items = sorted(problems.items())
+    text = "; ".join(f"{case}: {' | '.join(p)}" for case, p in items[:limit])
+    return text + (
+        f"; ... and {len(items) - limit} more case(s) (see the warnings above)" if len(items) > limit else ""
+    )
 
 
 def convert(
@@ -139,8 +144,9 @@ def convert(
             "an nnU-Net raw dataset (imagesTr/, labelsTr/, dataset.json)"
         )
     report = ConvertReport(dst)
-    for name in sorted({c.name for c in cases if sum(d.name == c.name for d in cases) > 1}):
-        report.problems[name] = ["the case appears more than once in the source"]
+    seen = Counter(c.name for c in cases)
+    for name in sorted(n for n, count in seen.items() if count > 1):
+        report.problems[name] = [f"the case appears {seen[name]} times in the source"]
     for case in tqdm(cases, desc="checking", unit="case", disable=None):
         problems = check_case(case)
         if problems:

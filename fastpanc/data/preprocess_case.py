@@ -16,8 +16,7 @@ import torch
 from fastpanc.data.class_locations import sample_foreground_locations
 from fastpanc.data.io import Geometry
 from fastpanc.data.normalization import normalize_channel
-from fastpanc.ops import nonzero_bounding_box
-from fastpanc.ops.resample import compute_new_shape, resample, resample_labels, separate_z_axis
+from fastpanc.ops import compute_new_shape, nonzero_bounding_box, resample, resample_labels, separate_z_axis
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,9 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from fastpanc.data.io import Geometry, write_image
-from fastpanc.data.synth_anatomy import TISSUE_ID, TISSUES, paint_anatomy, sample_anatomy
+from fastpanc.data.synth_anatomy import TISSUE_ID, TISSUES, sample_anatomy
 from fastpanc.data.synth_lesion import DESIGNS, place_lesion, render_lesion, sample_lesion
+from fastpanc.data.synth_paint import paint_anatomy
 from fastpanc.data.synth_shapes import Grid, smooth_field
 
 log = logging.getLogger(__name__)

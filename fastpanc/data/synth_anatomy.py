@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastpanc.data.synth_shapes import Grid, curve, ellipsoid_field, rotation, smooth_field, tube_field
+from fastpanc.data.synth_shapes import curve, rotation
 
 # name: (HU without contrast, HU gain per unit of enhancement, texture amplitude HU)
 TISSUES: dict[str, tuple[float, float, float]] = {
@@ -41,7 +41,7 @@ TISSUE_ID = {name: i for i, name in enumerate(TISSUES)}
 
 # pancreas centre line from the uncinate process (s = 0) through head, neck (origin) and body to the tail tip
 PANCREAS_CONTROL = np.array(
-    [(-14, 26, -36), (-32, 12, -20), (-22, 2, -5), (0, 0, 0), (35, 14, 10), (62, 32, 22), (80, 50, 32)],
+    [(-14, 30, -36), (-32, 14, -20), (-22, 2, -5), (0, 0, 0), (35, 18, 10), (60, 38, 22), (76, 58, 32)],
     dtype=np.float64,
 )
 PANCREAS_RADIUS = (
@@ -50,6 +50,7 @@ PANCREAS_RADIUS = (
 )
 PANCREAS_AP_STRETCH = 1.25  # the gland is flatter front to back
 NECK_S = 0.42
+TUBE_VOLUME_GAIN = 1.12  # rendered / analytic volume of the lobulated tube (measured on generated masks)
 
 
 def zyx(points_xyz) -> np.ndarray:
@@ -148,7 +149,7 @@ def sample_anatomy(rng: np.random.Generator, pancreas_length_mm: float, pancreas
         _, _, lo, hi = principal_extent(pts, radii)
         pts = pts * (pancreas_length_mm / (hi - lo))
         step = np.linalg.norm(np.diff(pts, axis=0), axis=1).mean()
-        tube_ml = float((np.pi * radii**2 / PANCREAS_AP_STRETCH).sum() * step) / 1000.0
+        tube_ml = TUBE_VOLUME_GAIN * float((np.pi * radii**2 / PANCREAS_AP_STRETCH).sum() * step) / 1000.0
         radii = radii * float(np.clip(np.sqrt(pancreas_ml / tube_ml), 0.8, 1.25))
     pts = pts @ rot.T
     anatomy = Anatomy(pts, radii, s)
@@ -309,54 +310,3 @@ def sample_anatomy(rng: np.random.Generator, pancreas_length_mm: float, pancreas
             )
         )
     return anatomy
-
-
-def _paint_shape(grid: Grid, tid: np.ndarray, shape: Shape, rng: np.random.Generator) -> None:
-    if shape.kind == "tube":
-        got = tube_field(grid, shape.points, shape.radii, shape.metric)
-        scale = float(shape.radii.mean())
-    else:
-        got = ellipsoid_field(grid, shape.centre, shape.semi, shape.rot)
-        scale = float(shape.semi.min())
-    if got is None:
-        return
-    box, u = got
-    view = tid[box]
-    view[u < 1.0] = TISSUE_ID[shape.tissue]
-    if shape.wall_mm <= 0:
-        return
-    lumen = u < max(0.2, 1.0 - shape.wall_mm / scale)
-    view[lumen] = TISSUE_ID[shape.lumen]
-    if shape.gas_fraction > 0 and lumen.any():
-        y = grid.coords(box)[1]
-        # supine: gas rises anteriorly (small y); a random field breaks it into bubbles
-        score = (
-            np.broadcast_to(-y, lumen.shape)[lumen]
-            + 6.0 * smooth_field(lumen.shape, grid.spacing, 6.0, rng)[lumen]
-        )
-        thr = np.quantile(score, 1.0 - shape.gas_fraction)
-        gas = np.zeros_like(lumen)
-        gas[lumen] = score > thr
-        view[gas] = TISSUE_ID["gas"]
-
-
-def paint_anatomy(grid: Grid, anatomy: Anatomy, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Tissue ids ``(Z, Y, X)`` uint8 and the pancreas mask ``(Z, Y, X)`` bool on ``grid``."""
-    tid = np.full(grid.shape, TISSUE_ID["fat"], np.uint8)
-    _, y, x = grid.coords(tuple(slice(0, n) for n in grid.shape))
-    (ax, ay), (cx, cy) = anatomy.body_semi_xy, anatomy.body_centre_xy
-    r2 = np.square((x - cx) / ax) + np.square((y - cy) / ay)  # (1, Y, X)
-    wall = 25.0 / min(ax, ay)
-    tid[:, (r2[0] < 1.0) & (r2[0] > (1 - wall) ** 2)] = TISSUE_ID["muscle"]
-    tid[:, (r2[0] < 1.0) & (r2[0] > (1 - wall * 0.55) ** 2)] = TISSUE_ID["fat"]
-    tid[:, r2[0] >= 1.0] = TISSUE_ID["air"]
-    for shape in anatomy.shapes:
-        _paint_shape(grid, tid, shape, rng)
-    pancreas = np.zeros(grid.shape, bool)
-    got = tube_field(grid, anatomy.pancreas_points, anatomy.pancreas_radii, (1.0, PANCREAS_AP_STRETCH, 1.0))
-    if got is not None:
-        box, u = got
-        lobules = u < 1.0 + 0.12 * smooth_field(u.shape, grid.spacing, 4.0, rng)
-        pancreas[box] = lobules
-        tid[box][lobules] = TISSUE_ID["pancreas"]
-    return tid, pancreas

@@ -10,9 +10,10 @@ What is a documented design choice (no real per-subtype data exists for it):
 - subtype 1 attenuation: no labelled images; centred at -14 HU relative to the pancreas, with the
   real subtype-2 spread, so that mean HU alone separates the subtypes poorly, as it does in reality;
 - texture and margin, which make the subtypes learnable but not trivially (all zero-mean, so they do
-  not move the lesion's mean HU):
-  0: solid and fine-grained (8 HU, 1.5 mm), ill-defined infiltrative margin;
-  1: multilocular: 2-8 small fluid-like locules (-45 HU) in a smooth, well-defined lesion;
+  not move the lesion's mean HU); margin amplitudes are set so that every subtype's sphericity matches
+  the real masks (median ~0.69 for all three):
+  0: solid and fine-grained (8 HU, 1.5 mm), finely irregular margin;
+  1: multilocular: 2-8 small fluid-like locules (-45 HU), broadly lobulated margin;
   2: coarse heterogeneous (18 HU, 3.5 mm) with an enhancing rim (+16 HU), moderately irregular margin.
 """
 
@@ -39,8 +40,8 @@ class LesionDesign:
 
 
 DESIGNS: dict[int, LesionDesign] = {
-    0: LesionDesign(delta_hu=-1.6, delta_hu_std=19.5, texture="fine", roughness=0.2, margin_corr=0.3),
-    1: LesionDesign(delta_hu=-14.0, delta_hu_std=19.5, texture="locules", roughness=0.2, margin_corr=0.8),
+    0: LesionDesign(delta_hu=-1.6, delta_hu_std=19.5, texture="fine", roughness=0.12, margin_corr=0.3),
+    1: LesionDesign(delta_hu=-14.0, delta_hu_std=19.5, texture="locules", roughness=0.3, margin_corr=0.8),
     2: LesionDesign(delta_hu=-6.8, delta_hu_std=19.5, texture="coarse_rim", roughness=0.2, margin_corr=0.5),
 }
 

@@ -299,7 +299,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         args.output,
         args.pred_subtypes,
         args.gt_subtypes,
-        getattr(args, "images", None),
+        args.images,
         config,
     )
     print(format_verdict(summary))

@@ -71,6 +71,10 @@ def predict_command(args: argparse.Namespace) -> int:
             )
     if args.profile:
         print(profile_table(report))
+        if predictor.device.type == "cuda":
+            import torch
+
+            print(f"peak GPU memory: {torch.cuda.max_memory_allocated(predictor.device) / 2**30:.2f} GiB")
     print(
         f"predicted {len(report.done)}, skipped {len(report.skipped)} (--continue), failed {len(report.failed)} "
         f"of {len(cases)} case(s) -> {out_dir}"

@@ -50,22 +50,22 @@ def export_prediction(
         cfg: the plans' configuration (resampling kwargs).
         method: ``"resample_logits"`` or ``"argmax_nearest"``.
     """
+    if method not in ("resample_logits", "argmax_nearest"):
+        raise ValueError(f"export method must be 'resample_logits' or 'argmax_nearest', got {method!r}")
     probs_full = None
     if method == "resample_logits" or probabilities:
         resampled = _resample_logits(logits.float().cpu().numpy(), prep, cfg)  # (K, *cropped_shape)
+        # back to the logits' dtype: nnU-Net resamples float16 logits into float16, and its ties decide labels
+        resampled = resampled.astype(torch.empty(0, dtype=logits.dtype).numpy().dtype, copy=False)
         if probabilities:
-            probs = torch.softmax(torch.from_numpy(resampled), 0).numpy()
+            probs = torch.softmax(torch.from_numpy(resampled).float(), 0).numpy()
             probs_full = _paste(prep.shape, probs, prep.bbox, 0.0)
             outside = np.ones(prep.shape, dtype=bool)
             outside[tuple(slice(a, b) for a, b in prep.bbox)] = False
             probs_full[0][outside] = 1.0
     if method == "resample_logits":
-        # argmax in the logits' dtype: nnU-Net resamples float16 logits into float16, and its ties decide labels
-        labels = resampled.astype(torch.empty(0, dtype=logits.dtype).numpy().dtype, copy=False).argmax(0)
-        labels = labels.astype(np.uint8)
+        labels = resampled.argmax(0).astype(np.uint8)
     elif method == "argmax_nearest":
         small = logits.argmax(0).to(torch.uint8).cpu().numpy()
         labels = resize_labels_nearest(small, prep.cropped_shape)
-    else:
-        raise ValueError(f"export method must be 'resample_logits' or 'argmax_nearest', got {method!r}")
     return _paste(prep.shape, labels, prep.bbox, 0), probs_full

@@ -65,11 +65,18 @@ def _gaussian_np(patch: tuple[int, ...], sigma_scale: float, value_scale: float)
     return g / (g.max() / value_scale)
 
 
-def gaussian_map(patch: Sequence[int], device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 sigma_scale: float = 1.0 / 8, value_scale: float = 10.0) -> torch.Tensor:
+def gaussian_map(
+    patch: Sequence[int],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    sigma_scale: float = 1.0 / 8,
+    value_scale: float = 10.0,
+) -> torch.Tensor:
     """nnU-Net's Gaussian importance map, ``patch`` shaped, in ``dtype``; zeros (after the cast) are
     replaced by the smallest nonzero value, as nnU-Net does."""
-    g = torch.from_numpy(_gaussian_np(tuple(int(p) for p in patch), sigma_scale, value_scale)).to(device, dtype)
+    g = torch.from_numpy(_gaussian_np(tuple(int(p) for p in patch), sigma_scale, value_scale)).to(
+        device, dtype
+    )
     zero = g == 0
     g[zero] = g[~zero].min()
     return g

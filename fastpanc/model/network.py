@@ -177,7 +177,7 @@ class MultitaskResEncUNet(nn.Module):
 
     def forward_features(
         self, x: torch.Tensor, deep_supervision: bool | None = None
-    ) -> tuple[list, Features]:
+    ) -> tuple[list[torch.Tensor], Features]:
         """Run encoder and decoder.
 
         Returns ``(seg, Features(skips, decoder))`` with ``seg`` as in :class:`NetOutput`.

@@ -17,14 +17,8 @@ from fastpanc.ops.crop import (
     paste_reference,
 )
 from fastpanc.ops.normalize import ct_normalize, ct_normalize_reference
-from fastpanc.ops.resample import (
-    compute_new_shape,
-    resample,
-    resample_labels,
-    resample_labels_reference,
-    resample_reference,
-    separate_z_axis,
-)
+from fastpanc.ops.resample import compute_new_shape, resample, resample_reference, separate_z_axis
+from fastpanc.ops.resample_labels import resample_labels, resample_labels_reference
 from fastpanc.ops.sliding_window import gaussian_map, sliding_window_starts, window_slices
 
 __all__ = [

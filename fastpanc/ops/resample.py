@@ -1,8 +1,8 @@
 """Resampling of images and label maps with nnU-Net v2's semantics, and its spacing rules.
 
 ``resample`` equals nnU-Net's ``resample_data_or_seg`` for images (``skimage.transform.resize`` with
-``mode="edge", anti_aliasing=False``, clipped to the input range), ``resample_labels`` equals it for
-segmentations. The compiled backends resample one axis at a time (B-spline prefilter and 1D interpolation
+``mode="edge", anti_aliasing=False``, clipped to the input range); label maps are in
+:mod:`fastpanc.ops.resample_labels`. The compiled backends resample one axis at a time (B-spline prefilter and 1D interpolation
 per axis, the same operator as the 3D tensor-product spline), in float32.
 """
 
@@ -16,26 +16,38 @@ import numpy as np
 import torch
 
 from fastpanc.ops import _backend as B
-from fastpanc.ops import resample_reference as R
+from fastpanc.ops import _resample_ref as R
 
 log = logging.getLogger("fastpanc.ops")
 
-IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int16, torch.int32,
-                torch.uint8, torch.int8)
+IMAGE_DTYPES = (
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.float64,
+    torch.int16,
+    torch.int32,
+    torch.uint8,
+    torch.int8,
+)
 OUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 _ORDERS = (0, 1, 3)
-_LABEL_KIND = {"nearest": 0, "linear": 1, "threshold": 2}
 
 
-def compute_new_shape(shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float]) -> tuple[int, ...]:
+def compute_new_shape(
+    shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float]
+) -> tuple[int, ...]:
     """nnU-Net's ``compute_new_shape``: ``round(spacing / new_spacing * shape)`` per axis."""
     if not len(shape) == len(spacing) == len(new_spacing):
-        raise ValueError(f"compute_new_shape: shape {tuple(shape)}, spacing {tuple(spacing)} and new_spacing "
-                         f"{tuple(new_spacing)} must have the same length")
+        raise ValueError(
+            f"compute_new_shape: shape {tuple(shape)}, spacing {tuple(spacing)} and new_spacing "
+            f"{tuple(new_spacing)} must have the same length"
+        )
     for s in (*spacing, *new_spacing):
         if not s > 0:
-            raise ValueError(f"compute_new_shape: spacings must be positive, got {tuple(spacing)} -> {tuple(new_spacing)}")
+            raise ValueError(
+                f"compute_new_shape: spacings must be positive, got {tuple(spacing)} -> {tuple(new_spacing)}"
+            )
     return tuple(int(round(float(i) / float(j) * int(k))) for i, j, k in zip(spacing, new_spacing, shape))
 
 
@@ -58,7 +70,9 @@ def separate_z_axis(
     """
     for sp in (current_spacing, new_spacing):
         if len(sp) != 3 or not all(float(s) > 0 for s in sp):
-            raise ValueError(f"separate_z_axis: spacings must be 3 positive numbers (z, y, x), got {tuple(sp)}")
+            raise ValueError(
+                f"separate_z_axis: spacings must be 3 positive numbers (z, y, x), got {tuple(sp)}"
+            )
     cur = np.asarray(current_spacing, dtype=np.float64)
     new = np.asarray(new_spacing, dtype=np.float64)
     if force is not None:
@@ -74,14 +88,16 @@ def separate_z_axis(
     return axes[0]
 
 
-def _check_common(name: str, x: torch.Tensor, out_shape, separate_z, order_z) -> tuple[int, int, int]:
+def check_common(name: str, x: torch.Tensor, out_shape, separate_z, order_z) -> tuple[int, int, int]:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
     shape = tuple(int(s) for s in out_shape)
     if len(shape) != 3 or any(s < 1 for s in shape):
         raise ValueError(f"{name}: out_shape must be 3 positive sizes (Z, Y, X), got {tuple(out_shape)}")
     if separate_z is not None and separate_z not in (0, 1, 2):
-        raise ValueError(f"{name}: separate_z must be None or the axis 0, 1 or 2 (z, y, x), got {separate_z!r}")
+        raise ValueError(
+            f"{name}: separate_z must be None or the axis 0, 1 or 2 (z, y, x), got {separate_z!r}"
+        )
     if order_z not in (0, 1):
         raise ValueError(f"{name}: order_z must be 0 (nearest) or 1 (linear), got {order_z!r}")
     if x.numel() == 0:
@@ -98,7 +114,7 @@ def resample_reference(
     out_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """The definition of :func:`resample` in float64 torch (slow); returns ``out_dtype``."""
-    shape = _check_common("resample", x, out_shape, separate_z, order_z)
+    shape = check_common("resample", x, out_shape, separate_z, order_z)
     if x.dim() != 4:
         raise ValueError(f"resample: expected x of shape (C, Z, Y, X), got {tuple(x.shape)}")
     return R.resample_image_reference(x, shape, order, separate_z, order_z).to(out_dtype)
@@ -160,21 +176,33 @@ def _run_passes(x: torch.Tensor, passes, out_dtype: torch.dtype, backend: str) -
         clip_mode, clip_dim, lo, hi = 0, 0, None, None
         if clip == "channel":
             src = flat if flat is not None else x.reshape(x.shape[0], -1)
-            lo, hi = (t.to(torch.float32).contiguous() for t in torch.aminmax(src, dim=1))
+            lo, hi = src.amin(dim=1).float().contiguous(), src.amax(dim=1).float().contiguous()
             clip_mode = 1
         elif clip is not None:
             clip_mode, clip_dim = 2, clip
             src = x.movedim(clip, 1).reshape(x.shape[0], x.shape[clip], -1)  # (C, S, plane)
-            lo, hi = (t.to(torch.float32).contiguous() for t in torch.aminmax(src, dim=2))
-        args = (*B.view_args(cur), out.data_ptr(), B.DTYPE_CODES[out.dtype], dim, n_out, order, clip_mode, clip_dim,
-                lo.data_ptr() if lo is not None else 0, hi.data_ptr() if hi is not None else 0)
+            lo, hi = src.amin(dim=2).float().contiguous(), src.amax(dim=2).float().contiguous()
+        args = (
+            *B.view_args(cur),
+            out.data_ptr(),
+            B.DTYPE_CODES[out.dtype],
+            dim,
+            n_out,
+            order,
+            clip_mode,
+            clip_dim,
+            lo.data_ptr() if lo is not None else 0,
+            hi.data_ptr() if hi is not None else 0,
+        )
         if backend == "cpu":
             ext.resample_axis_cpu(*args)
         else:
             scratch = None
             if order == 3:
                 lines = cur.numel() // cur.shape[dim]
-                scratch = torch.empty((cur.shape[dim] + 2 * R.NPAD) * lines, dtype=torch.float32, device=x.device)
+                scratch = torch.empty(
+                    (cur.shape[dim] + 2 * R.NPAD) * lines, dtype=torch.float32, device=x.device
+                )
             ext.resample_axis_cuda(*args, scratch.data_ptr() if scratch is not None else 0, B.cuda_stream(x))
         cur = out
     return cur
@@ -204,10 +232,12 @@ def resample(
         ``(C, Z', Y', X')`` contiguous tensor of ``out_dtype`` on ``x``'s device; with order 3 clipped to
         the input's range (per channel, or per slice with ``separate_z``), as skimage does.
     """
-    shape = _check_common("resample", x, out_shape, separate_z, order_z)
+    shape = check_common("resample", x, out_shape, separate_z, order_z)
     if x.dim() != 4:
-        raise ValueError(f"resample: expected x of shape (C, Z, Y, X), got {tuple(x.shape)}; "
-                         "add a channel axis with x[None] for a single volume")
+        raise ValueError(
+            f"resample: expected x of shape (C, Z, Y, X), got {tuple(x.shape)}; "
+            "add a channel axis with x[None] for a single volume"
+        )
     if order not in _ORDERS:
         raise ValueError(f"resample: order must be 0, 1 or 3, got {order!r}")
     if x.dtype not in IMAGE_DTYPES:
@@ -235,111 +265,8 @@ def resample(
         if separate_z is not None:
             orders[separate_z] = order_z
         out = _empty((x.shape[0], *shape), out_dtype, x.device)
-        B.extension().resample_lowres_cpu(*B.view_args(x), out.data_ptr(), B.DTYPE_CODES[out_dtype], list(shape),
-                                          orders)
+        B.extension().resample_lowres_cpu(
+            *B.view_args(x), out.data_ptr(), B.DTYPE_CODES[out_dtype], list(shape), orders
+        )
         return out
     return _run_passes(x, passes, out_dtype, name)
-
-
-def _labels_4d(name: str, labels: torch.Tensor) -> torch.Tensor:
-    if labels.dim() == 3:
-        return labels[None]
-    if labels.dim() == 4:
-        return labels
-    raise ValueError(f"{name}: expected labels of shape (Z, Y, X) or (C, Z, Y, X), got {tuple(labels.shape)}")
-
-
-def _label_stages(in_shape, shape, mode, separate_z, order_z) -> list[tuple[str, tuple[int, int, int], int]]:
-    """[(kind, out_shape, axis)] stages as nnU-Net runs them."""
-    if separate_z is None:
-        return [(mode, shape, 0)]
-    mid = list(shape)
-    mid[separate_z] = in_shape[separate_z]
-    stages = [(mode, tuple(mid), 0)]
-    if mid[separate_z] != shape[separate_z]:
-        stages.append(("nearest" if order_z == 0 else "threshold", shape, separate_z))
-    return stages
-
-
-def resample_labels_reference(
-    labels: torch.Tensor,
-    out_shape: Sequence[int],
-    mode: str = "linear",
-    separate_z: int | None = None,
-    order_z: int = 0,
-) -> torch.Tensor:
-    """The definition of :func:`resample_labels` in torch (float64 scores, slow)."""
-    shape = _check_common("resample_labels", labels, out_shape, separate_z, order_z)
-    lab4 = _labels_4d("resample_labels", labels)
-    outs = []
-    for ch in lab4:
-        cur = ch
-        for kind, sh, axis in _label_stages(tuple(ch.shape), shape, mode, separate_z, order_z):
-            if kind == "linear":
-                cur = R.resample_labels_linear_reference(cur, sh)
-            elif kind == "nearest":
-                cur = R.resample_labels_nearest_reference(cur, sh)
-            else:
-                cur = R.resample_labels_zlinear_reference(cur, sh, axis)
-        outs.append(cur)
-    out = torch.stack(outs, 0)
-    return out if labels.dim() == 4 else out[0]
-
-
-def resample_labels(
-    labels: torch.Tensor,
-    out_shape: Sequence[int],
-    mode: str = "linear",
-    separate_z: int | None = None,
-    order_z: int = 0,
-    backend: str = "auto",
-) -> torch.Tensor:
-    """Resample a label map as nnU-Net v2 does (``resample_data_or_seg`` with ``is_seg=True``).
-
-    ``mode="linear"``: each label's indicator is interpolated linearly and the top-scoring label wins
-    (batchgenerators' ``resize_segmentation`` order 1: for two labels this is the 0.5 threshold; exact ties
-    go to the nearest-neighbour label). ``mode="nearest"``: order 0. With ``separate_z`` the in-plane
-    resampling runs slice by slice, then along that axis ``order_z`` 0 (nearest) or 1 (per-label linear,
-    the largest label above 0.5 wins, 0 where none is).
-
-    Args:
-        labels: ``(Z, Y, X)`` or ``(C, Z, Y, X)`` integer tensor (uint8, int8, int16, int32, int64), any strides.
-        out_shape: ``(Z', Y', X')``.
-
-    Returns:
-        Labels of ``labels``' dtype, shape ``(Z', Y', X')`` or ``(C, Z', Y', X')``, on its device.
-    """
-    shape = _check_common("resample_labels", labels, out_shape, separate_z, order_z)
-    if mode not in ("linear", "nearest"):
-        raise ValueError(f"resample_labels: mode must be 'linear' or 'nearest', got {mode!r}")
-    if labels.dtype not in LABEL_DTYPES:
-        raise ValueError(f"resample_labels: labels must have an integer dtype {LABEL_DTYPES}, got {labels.dtype}; "
-                         "round float masks first, e.g. labels.round().to(torch.uint8)")
-    lab4 = _labels_4d("resample_labels", labels)
-    name = B.choose(
-        "resample_labels",
-        backend,
-        {
-            "reference": lambda: None,
-            "cpu": lambda: B.cpu_reason(labels, dtypes=LABEL_DTYPES),
-            "cuda": lambda: B.cuda_reason(labels, dtypes=LABEL_DTYPES),
-        },
-        B.auto_order(labels.device, cpu=["cpu"], cuda=["cuda"]),
-    )
-    if name == "reference":
-        return resample_labels_reference(labels, shape, mode, separate_z, order_z)
-    ext = B.extension()
-    cur = lab4
-    for kind, sh, axis in _label_stages(tuple(lab4.shape[1:]), shape, mode, separate_z, order_z):
-        if tuple(sh) == tuple(cur.shape[1:]):
-            continue  # every kind leaves an unchanged grid alone
-        out = torch.empty((lab4.shape[0], *sh), dtype=labels.dtype, device=labels.device)
-        args = (*B.view_args(cur), out.data_ptr(), list(sh), _LABEL_KIND[kind], axis)
-        if name == "cpu":
-            ext.resample_labels_cpu(*args)
-        else:
-            ext.resample_labels_cuda(*args, B.cuda_stream(labels))
-        cur = out
-    if cur is lab4:
-        cur = lab4.contiguous().clone()
-    return cur if labels.dim() == 4 else cur[0]

@@ -8,7 +8,6 @@ everything that decides the rest of the run, so 1 + 1 epochs give the weights of
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import math
@@ -33,7 +32,6 @@ from fastpanc.training.distributed import (
     broadcast_bool,
     distributed_device,
     init_distributed,
-    shutdown,
 )
 from fastpanc.training.loader import PrefetchLoader
 from fastpanc.training.logs import TrainLog
@@ -149,7 +147,8 @@ class Trainer:
             n_in,
             num_seg_classes=n_seg,
             num_subtypes=self.num_subtypes,
-            head=cfg.head,
+            head=self.plans["fastpanc"]["head"],  # as the predictor rebuilds it from the model folder's plans
+            head_hidden=int(self.plans["fastpanc"].get("head_hidden", 128)),
             deep_supervision=True,
         ).to(self.device)
         self.model: torch.nn.Module = self.network
@@ -373,42 +372,3 @@ class Trainer:
         barrier(self.dist)
         log.info("data wait %.1f s in total over %d epochs", loader.wait_s, self.epoch)
         return self.fold_dir
-
-
-def resolve_device(name: str) -> torch.device:
-    """CLI device names: ``auto`` picks CUDA when available (library code never does)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name!r} asks for CUDA but torch sees no GPU; use --device cpu")
-    return dev
-
-
-def train_command(args: argparse.Namespace) -> int:
-    """``fastpanc train PREPROCESSED -o MODEL_DIR [--config FILE] [--epochs E | --minutes M] [--resume]``."""
-    config = None
-    if not args.resume or args.config or args.epochs or args.minutes:
-        config = TrainConfig.load(args.config) if args.config else TrainConfig()
-        if args.epochs is not None:
-            config = config.replace(epochs=args.epochs, minutes=None)
-        if args.minutes is not None:
-            config = config.replace(minutes=args.minutes)
-    trainer = Trainer(
-        args.preprocessed,
-        args.output,
-        config,
-        resolve_device(args.device),
-        fold=args.fold,
-        resume=args.resume,
-    )
-    try:
-        fold_dir = trainer.fit()
-    finally:
-        shutdown(trainer.dist)
-    if trainer.dist.is_main:
-        print(fold_dir / "checkpoint_final.pth")
-    return 0

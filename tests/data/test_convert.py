@@ -162,3 +162,10 @@ def test_real_raw_pair_converts(shared_data, tmp_path):
     assert labels.dtype == np.uint8 and labels.shape == image.shape and geo == igeo
     assert set(np.unique(labels).tolist()) == {0, 1, 2}
     assert json.loads((tmp_path / "out" / "subtype_mapping.json").read_text()) == {"quiz_0_324": 0}
+
+
+def test_duplicate_case_across_splits_is_a_problem(tmp_path):
+    src = challenge(tmp_path / "src", n_per_subtype=1)
+    make_case(src / "validation" / "subtype0", "quiz_0_t00")
+    with pytest.raises(ValueError, match="quiz_0_t00: the case appears 2 times"):
+        convert(src, tmp_path / "out")

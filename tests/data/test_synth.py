@@ -154,3 +154,36 @@ def test_subtypes_learnable_but_not_from_volume_and_mean_hu():
     assert full > trivial + 0.15, f"texture and margin should add information: {trivial:.2f} -> {full:.2f}"
     # the texture feature (lesion HU spread) differs significantly between the subtypes
     assert stats.kruskal(*(x[y == k, 2] for k in range(3))).pvalue < 1e-3
+
+
+def test_generated_masks_match_the_real_statistics(tmp_path):
+    """The statistics the derivation script measures on the real masks, measured on generated ones."""
+    import importlib.util
+    from pathlib import Path
+
+    from fastpanc.data.io import write_image
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "derive_synth_stats.py"
+    spec = importlib.util.spec_from_file_location("derive_synth_stats", script)
+    derive = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(derive)
+    rows = []
+    for i in range(36):
+        case = generate_case(i % 3, 9000 + i, size_scale=0.6)
+        rows.append(derive.mask_features(write_image(tmp_path / "m.nii.gz", case.labels, case.geometry)))
+    real = load_stats()["all_masks"]
+
+    def median(key: str) -> float:
+        return float(np.median([r[key] for r in rows]))
+
+    for key, rel in [
+        ("pancreas_ml", 0.2),
+        ("pancreas_length_mm", 0.12),
+        ("pancreas_extent_x_mm", 0.15),
+        ("pancreas_extent_y_mm", 0.15),
+        ("pancreas_extent_z_mm", 0.15),
+    ]:
+        assert abs(median(key) / real[key]["q50"] - 1) < rel, (key, median(key), real[key]["q50"])
+    assert 0.5 < median("lesion_ml") / real["lesion_ml"]["q50"] < 2.0, median("lesion_ml")
+    assert abs(median("lesion_position") - real["lesion_position"]["q50"]) < 0.12, median("lesion_position")
+    assert all(r["lesion_components"] <= 2 for r in rows)

@@ -105,3 +105,56 @@ def test_demo_config_and_budget():
     # 10 min budget, 3 min spent: training gets 7 min less the reserve (12% of 10 min + 6 x 6 s)
     assert _train_minutes(c, 180) == pytest.approx(7 - 1.2 - 0.6)
     assert _train_minutes(c, 10_000) == c.min_train_minutes
+
+
+def _plans(patch: list[int], strides: list[list[int]]) -> dict:
+    n = len(strides)
+    kw = {
+        "n_stages": n,
+        "features_per_stage": [32 * 2**i for i in range(n)],
+        "kernel_sizes": [[3, 3, 3]] * n,
+        "strides": strides,
+        "n_blocks_per_stage": [1, 3, 4, 6, 6, 6][:n],
+        "n_conv_per_stage_decoder": [1] * (n - 1),
+    }
+    return {
+        "configurations": {
+            "3d_fullres": {"patch_size": patch, "batch_size": 2, "architecture": {"arch_kwargs": kw}}
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("patch", "strides", "device", "expected"),
+    [
+        (
+            [64, 128, 192],
+            [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
+            "cpu",
+            (32, 64, 64),
+        ),
+        (
+            [64, 128, 192],
+            [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
+            "cuda",
+            (64, 128, 128),
+        ),
+        (
+            [20, 44, 52],
+            [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]],
+            "cpu",
+            (20, 40, 48),
+        ),  # small plans: fit strides
+        ([12, 40, 40], [[1, 1, 1], [1, 2, 2], [1, 2, 2]], "cpu", (12, 40, 40)),
+    ],
+)
+def test_small_train_config_fits_the_plans(patch, strides, device, expected):
+    from fastpanc.demo import small_train_config
+    from fastpanc.training.model_dir import plans_as_used
+
+    cfg = small_train_config(_plans(patch, strides), 2.0, device, 0)
+    assert cfg.patch_size == expected and cfg.minutes == 2.0
+    used = plans_as_used(_plans(patch, strides), cfg)  # raises when the patch does not fit the strides
+    kw = used["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    assert kw["n_stages"] == min(4, len(strides)) and set(kw["n_blocks_per_stage"]) == {1}
+    assert max(kw["features_per_stage"]) <= (128 if device == "cuda" else 16)

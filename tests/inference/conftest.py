@@ -13,8 +13,17 @@ import torch
 
 LABELS = {"background": 0, "pancreas": 1, "lesion": 2}
 # nnU-Net's CT statistics of the real dataset (plans' foreground_intensity_properties_per_channel)
-CT_PROPS = {"0": {"max": 1929.0, "mean": 74.06, "median": 77.99, "min": -407.0, "percentile_00_5": -56.0,
-                  "percentile_99_5": 180.0, "std": 44.36}}
+CT_PROPS = {
+    "0": {
+        "max": 1929.0,
+        "mean": 74.06,
+        "median": 77.99,
+        "min": -407.0,
+        "percentile_00_5": -56.0,
+        "percentile_99_5": 180.0,
+        "std": 44.36,
+    }
+}
 
 
 def tiny_plans(patch=(16, 32, 32), spacing=(2.0, 1.0, 1.0)) -> dict:
@@ -22,32 +31,58 @@ def tiny_plans(patch=(16, 32, 32), spacing=(2.0, 1.0, 1.0)) -> dict:
     arch = {
         "network_class_name": "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
         "arch_kwargs": {
-            "n_stages": 3, "features_per_stage": [4, 8, 16], "conv_op": "torch.nn.modules.conv.Conv3d",
-            "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3]], "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
-            "n_blocks_per_stage": [1, 1, 1], "n_conv_per_stage_decoder": [1, 1], "conv_bias": True,
+            "n_stages": 3,
+            "features_per_stage": [4, 8, 16],
+            "conv_op": "torch.nn.modules.conv.Conv3d",
+            "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+            "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+            "n_blocks_per_stage": [1, 1, 1],
+            "n_conv_per_stage_decoder": [1, 1],
+            "conv_bias": True,
             "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True},
+            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+            "dropout_op": None,
+            "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True},
         },
         "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
     }
     cfg = {
-        "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
-        "patch_size": list(patch), "median_image_size_in_voxels": list(patch), "spacing": list(spacing),
-        "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False],
-        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "data_identifier": "nnUNetPlans_3d_fullres",
+        "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": 2,
+        "patch_size": list(patch),
+        "median_image_size_in_voxels": list(patch),
+        "spacing": list(spacing),
+        "normalization_schemes": ["CTNormalization"],
+        "use_mask_for_norm": [False],
+        "resampling_fn_data": "resample_data_or_seg_to_shape",
+        "resampling_fn_seg": "resample_data_or_seg_to_shape",
         "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
         "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
         "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
-        "architecture": arch, "batch_dice": False,
+        "resampling_fn_probabilities_kwargs": {
+            "is_seg": False,
+            "order": 1,
+            "order_z": 0,
+            "force_separate_z": None,
+        },
+        "architecture": arch,
+        "batch_dice": False,
     }
     return {
-        "dataset_name": "Dataset900_Tiny", "plans_name": "nnUNetResEncUNetMPlans",
-        "original_median_spacing_after_transp": list(spacing), "original_median_shape_after_transp": list(patch),
-        "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
-        "configurations": {"3d_fullres": cfg}, "experiment_planner_used": "nnUNetPlannerResEncM",
-        "label_manager": "LabelManager", "foreground_intensity_properties_per_channel": CT_PROPS,
+        "dataset_name": "Dataset900_Tiny",
+        "plans_name": "nnUNetResEncUNetMPlans",
+        "original_median_spacing_after_transp": list(spacing),
+        "original_median_shape_after_transp": list(patch),
+        "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "configurations": {"3d_fullres": cfg},
+        "experiment_planner_used": "nnUNetPlannerResEncM",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": CT_PROPS,
     }
 
 
@@ -56,9 +91,22 @@ def dataset_json() -> dict:
 
 
 def _checkpoint(weights: dict, plans: dict, trainer: str, extra: dict | None = None) -> dict:
-    ck = {"network_weights": weights, "optimizer_state": {}, "grad_scaler_state": None, "current_epoch": 1,
-          "logging": {}, "_best_ema": None, "inference_allowed_mirroring_axes": (0, 1, 2), "trainer_name": trainer,
-          "init_args": {"plans": plans, "configuration": "3d_fullres", "fold": 0, "dataset_json": dataset_json()}}
+    ck = {
+        "network_weights": weights,
+        "optimizer_state": {},
+        "grad_scaler_state": None,
+        "current_epoch": 1,
+        "logging": {},
+        "_best_ema": None,
+        "inference_allowed_mirroring_axes": (0, 1, 2),
+        "trainer_name": trainer,
+        "init_args": {
+            "plans": plans,
+            "configuration": "3d_fullres",
+            "fold": 0,
+            "dataset_json": dataset_json(),
+        },
+    }
     ck.update(extra or {})
     return ck
 
@@ -82,8 +130,10 @@ def write_nnunet_folder(path: Path, plans: dict, folds=(0,), seed: int = 0) -> P
         torch.manual_seed(seed + int(f))
         net = build_nnunet_network(plans, "3d_fullres", 1, 3)
         (path / f"fold_{f}").mkdir(exist_ok=True)
-        torch.save(_checkpoint(_bias_towards_foreground(net.state_dict()), plans, "nnUNetTrainer"),
-                   path / f"fold_{f}" / "checkpoint_final.pth")
+        torch.save(
+            _checkpoint(_bias_towards_foreground(net.state_dict()), plans, "nnUNetTrainer"),
+            path / f"fold_{f}" / "checkpoint_final.pth",
+        )
     return path
 
 
@@ -99,11 +149,14 @@ def write_fastpanc_folder(path: Path, plans: dict, folds=(0,), seed: int = 0) ->
     (path / "train_config.json").write_text("{}\n")
     for f in folds:
         torch.manual_seed(seed + int(f))
-        net = MultitaskResEncUNet.from_plans(plans, num_input_channels=1, num_seg_classes=3, num_subtypes=3,
-                                             head="pool")
+        net = MultitaskResEncUNet.from_plans(
+            plans, num_input_channels=1, num_seg_classes=3, num_subtypes=3, head="pool"
+        )
         (path / f"fold_{f}").mkdir(exist_ok=True)
-        torch.save(_checkpoint(net.state_dict(), plans, "fastpanc", {"fastpanc": plans["fastpanc"]}),
-                   path / f"fold_{f}" / "checkpoint_final.pth")
+        torch.save(
+            _checkpoint(net.state_dict(), plans, "fastpanc", {"fastpanc": plans["fastpanc"]}),
+            path / f"fold_{f}" / "checkpoint_final.pth",
+        )
     return path
 
 
@@ -118,8 +171,13 @@ def synthetic_ct(shape=(20, 40, 36), seed: int = 0) -> np.ndarray:
     return img.astype(np.float32)
 
 
-def write_case(path: Path, image: np.ndarray, spacing=(2.5, 0.9, 0.8), origin=(10.0, -20.0, 5.0),
-               direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)) -> Path:
+def write_case(
+    path: Path,
+    image: np.ndarray,
+    spacing=(2.5, 0.9, 0.8),
+    origin=(10.0, -20.0, 5.0),
+    direction=(1, 0, 0, 0, 1, 0, 0, 0, 1),
+) -> Path:
     img = sitk.GetImageFromArray(image)
     img.SetSpacing(tuple(reversed(spacing)))
     img.SetOrigin(origin)
@@ -152,5 +210,10 @@ def helpers():
     """The builders above, for tests (``--import-mode=importlib`` cannot import conftest by name)."""
     import types
 
-    return types.SimpleNamespace(synthetic_ct=synthetic_ct, write_case=write_case, tiny_plans=tiny_plans,
-                                 write_nnunet_folder=write_nnunet_folder, write_fastpanc_folder=write_fastpanc_folder)
+    return types.SimpleNamespace(
+        synthetic_ct=synthetic_ct,
+        write_case=write_case,
+        tiny_plans=tiny_plans,
+        write_nnunet_folder=write_nnunet_folder,
+        write_fastpanc_folder=write_fastpanc_folder,
+    )

@@ -13,9 +13,19 @@ pytestmark = pytest.mark.nnunet
 def _nnunet_predictor(model_dir, tta: bool):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    p = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=tta, perform_everything_on_device=False,
-                        device=torch.device("cpu"), verbose=False, verbose_preprocessing=False, allow_tqdm=False)
-    p.initialize_from_trained_model_folder(str(model_dir), use_folds=(0,), checkpoint_name="checkpoint_final.pth")
+    p = nnUNetPredictor(
+        tile_step_size=0.5,
+        use_gaussian=True,
+        use_mirroring=tta,
+        perform_everything_on_device=False,
+        device=torch.device("cpu"),
+        verbose=False,
+        verbose_preprocessing=False,
+        allow_tqdm=False,
+    )
+    p.initialize_from_trained_model_folder(
+        str(model_dir), use_folds=(0,), checkpoint_name="checkpoint_final.pth"
+    )
     return p
 
 
@@ -38,7 +48,9 @@ def test_exact_mode_matches_nnunet(nnunet_model, helpers, shape, spacing, tta):
     torch.set_num_threads(2)
     image = helpers.synthetic_ct(shape, seed=3)
     image[:, :2] = 0.0  # a zero border the nonzero crop removes
-    ref = _nnunet_predictor(nnunet_model, tta).predict_single_npy_array(image[None], {"spacing": list(spacing)})
+    ref = _nnunet_predictor(nnunet_model, tta).predict_single_npy_array(
+        image[None], {"spacing": list(spacing)}
+    )
     ours = Predictor(nnunet_model, folds=[0], device="cpu", config=PredictConfig(mode="exact", tta=tta))
     labels = ours.predict_array(image, spacing).labels
     assert labels.shape == ref.shape == image.shape

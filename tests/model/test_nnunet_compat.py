@@ -101,7 +101,13 @@ def _write_nnunet_folder(root: Path, plans: dict, ref: torch.nn.Module) -> Path:
         },
         "_best_ema": np.float64(0.45),
         "current_epoch": 2,
-        "init_args": {"plans": plans, "configuration": "3d_fullres", "fold": 0, "dataset_json": DATASET_JSON},
+        "init_args": {
+            "plans": plans,
+            "configuration": "3d_fullres",
+            "fold": 0,
+            "dataset_json": DATASET_JSON,
+            "device": torch.device("cpu"),
+        },
         "trainer_name": "nnUNetTrainer",
         "inference_allowed_mirroring_axes": (0, 1, 2),
     }

@@ -17,7 +17,12 @@ from fastpanc.ops import (
 )
 
 SEPARATE = [(None, 0), (0, 0), (0, 1), (1, 0), (2, 1)]
-CASES = [((7, 9, 11), (12, 5, 17)), ((6, 20, 33), (13, 31, 9)), ((1, 8, 5), (3, 1, 9)), ((5, 5, 5), (5, 9, 5))]
+CASES = [
+    ((7, 9, 11), (12, 5, 17)),
+    ((6, 20, 33), (13, 31, 9)),
+    ((1, 8, 5), (3, 1, 9)),
+    ((5, 5, 5), (5, 9, 5)),
+]
 
 
 def _image(shape, seed=0, channels=2):
@@ -38,8 +43,9 @@ def _blobby_labels(shape, seed=0, n_labels=3):
 def _nnunet(data: np.ndarray, new_shape, is_seg, order, separate_z, order_z):
     from nnunetv2.preprocessing.resampling.default_resampling import resample_data_or_seg
 
-    return resample_data_or_seg(data, np.array(new_shape), is_seg, separate_z, order, separate_z is not None,
-                                order_z=order_z)
+    return resample_data_or_seg(
+        data, np.array(new_shape), is_seg, separate_z, order, separate_z is not None, order_z=order_z
+    )
 
 
 # ---------------------------------------------------------------- the reference is nnU-Net's resampling
@@ -83,11 +89,14 @@ def test_cpu_within_target_of_nnunet(order, separate_z, order_z):
 
 @pytest.mark.nnunet
 @settings(max_examples=60, deadline=None)
-@given(spacing=st.lists(st.sampled_from([0.5, 0.7, 0.732, 0.8, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0]), min_size=3,
-                        max_size=3),
-       new=st.lists(st.sampled_from([0.5, 0.732, 1.0, 2.0, 3.0, 4.0]), min_size=3, max_size=3),
-       shape=st.lists(st.integers(1, 300), min_size=3, max_size=3),
-       force=st.sampled_from([None, True, False]))
+@given(
+    spacing=st.lists(
+        st.sampled_from([0.5, 0.7, 0.732, 0.8, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0]), min_size=3, max_size=3
+    ),
+    new=st.lists(st.sampled_from([0.5, 0.732, 1.0, 2.0, 3.0, 4.0]), min_size=3, max_size=3),
+    shape=st.lists(st.integers(1, 300), min_size=3, max_size=3),
+    force=st.sampled_from([None, True, False]),
+)
 def test_spacing_rules_equal_nnunet(spacing, new, shape, force):
     from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape as nn_shape
     from nnunetv2.preprocessing.resampling.default_resampling import determine_do_sep_z_and_axis
@@ -237,7 +246,7 @@ def test_real_ct_crop_within_target_of_nnunet(shared_data):
     path = sorted((shared_data / "real" / "test_images").glob("*_0000.nii.gz"))[0]
     arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))  # (z, y, x)
     z0, y0, x0 = (max(0, s // 2 - 16) for s in arr.shape)
-    crop = np.ascontiguousarray(arr[z0:z0 + 16, y0:y0 + 40, x0:x0 + 40], dtype=np.float32)[None]
+    crop = np.ascontiguousarray(arr[z0 : z0 + 16, y0 : y0 + 40, x0 : x0 + 40], dtype=np.float32)[None]
     new = (23, 29, 52)
     want = _nnunet(crop.astype(np.float64), new, False, 3, None, 0)
     got = resample(torch.from_numpy(crop), new, 3, backend="cpu").double().numpy()
@@ -255,7 +264,11 @@ def test_cuda_matches_reference(order, separate_z, order_z, cuda_ok):
         x = _image(shape, seed=4).float()
         want = resample_reference(x, new, order, separate_z, order_z)
         for xc in (x.cuda(), x.cuda().transpose(2, 3).contiguous().transpose(2, 3), x.to(torch.int16).cuda()):
-            w = want if xc.dtype == torch.float32 else resample_reference(xc.cpu(), new, order, separate_z, order_z)
+            w = (
+                want
+                if xc.dtype == torch.float32
+                else resample_reference(xc.cpu(), new, order, separate_z, order_z)
+            )
             got = resample(xc, new, order, separate_z, order_z, backend="cuda").cpu()
             torch.testing.assert_close(got, w, **_tolerance(w))
 
@@ -267,6 +280,12 @@ def test_cuda_labels_equal_reference(mode, separate_z, order_z, cuda_ok):
     for shape, new in CASES + [((8, 12, 12), (4, 6, 6))]:
         lab = _blobby_labels(shape)
         want = resample_labels_reference(lab, new, mode, separate_z, order_z)
-        got = resample_labels(lab.cuda().transpose(1, 2).contiguous().transpose(1, 2), new, mode, separate_z,
-                              order_z, backend="cuda").cpu()
+        got = resample_labels(
+            lab.cuda().transpose(1, 2).contiguous().transpose(1, 2),
+            new,
+            mode,
+            separate_z,
+            order_z,
+            backend="cuda",
+        ).cpu()
         torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -177,3 +177,13 @@ def test_atomic_save_leaves_no_partial_file(tmp_path: Path) -> None:
         atomic_save({"a": Unpicklable()}, target)
     assert torch.equal(torch.load(target, weights_only=True)["a"], torch.ones(2))  # old file intact
     assert [p.name for p in tmp_path.iterdir()] == ["c.pth"]
+
+
+def test_minutes_budget_stops_and_schedules_by_time(tiny_preprocessed: Path, tmp_path: Path) -> None:
+    cfg = QUICK.replace(epochs=50, minutes=1e-4, iterations_per_epoch=1)
+    tr = Trainer(tiny_preprocessed, tmp_path / "m", cfg, "cpu")
+    assert tr.progress() == 0.0
+    tr.fit()
+    assert tr.epoch == 1  # the first epoch already spent the budget
+    assert tr.progress() > 1.0 and poly_lr(1e-2, tr.progress(), 0.9) == 0.0
+    assert (tmp_path / "m/fold_0/checkpoint_final.pth").is_file()

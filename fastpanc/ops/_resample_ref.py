@@ -178,11 +178,15 @@ def resample_labels_linear_reference(lab: torch.Tensor, out_shape: tuple[int, in
             better = score > best
             win = torch.where(better, torch.full_like(win, lbl), win)
             best = torch.maximum(best, score)
-        nn_score = torch.where(nn == lbl, score, nn_score if nn_score is not None else torch.zeros_like(score))
+        nn_score = torch.where(
+            nn == lbl, score, nn_score if nn_score is not None else torch.zeros_like(score)
+        )
     return torch.where(nn_score == best, nn, win)
 
 
-def resample_labels_zlinear_reference(lab: torch.Tensor, out_shape: tuple[int, int, int], axis: int) -> torch.Tensor:
+def resample_labels_zlinear_reference(
+    lab: torch.Tensor, out_shape: tuple[int, int, int], axis: int
+) -> torch.Tensor:
     """nnU-Net's separate-z second pass for labels with ``order_z=1`` (only ``axis`` changes size).
 
     Each label's indicator is interpolated linearly along ``axis``; the largest label whose score is
@@ -205,4 +209,3 @@ def resample_labels_nearest_reference(lab: torch.Tensor, out_shape: tuple[int, i
     """Order-0 resampling of a ``(Z, Y, X)`` label map."""
     idx = [axis_taps(n, m, 0, lab.device)[0][:, 0] for n, m in zip(lab.shape, out_shape)]
     return _gather3(lab, *idx)
-

@@ -1,0 +1,140 @@
+"""``fastpanc.Predictor`` from arrays: modes, folds, ROI, probabilities; model-folder and input discovery."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import fastpanc
+from fastpanc.inference import PredictConfig
+from fastpanc.inference.inputs import find_cases, shard
+from fastpanc.inference.model_folder import load_model_folder
+
+
+def test_predictor_is_exported():
+    from fastpanc.inference.predictor import Predictor
+
+    assert fastpanc.Predictor is Predictor
+
+
+def test_fast_mode_settings():
+    c = PredictConfig(mode="fast").resolved()
+    assert (c.tta, c.step, c.autocast, c.padding, c.export) == (
+        False,
+        0.75,
+        True,
+        "minimal",
+        "argmax_nearest",
+    )
+    e = PredictConfig(mode="exact").resolved()
+    assert (e.tta, e.step, e.autocast, e.padding, e.export) == (True, 0.5, False, "patch", "resample_logits")
+    assert PredictConfig(mode="fast", tta=True).resolved().tta is True
+    with pytest.raises(ValueError, match="step must be in"):
+        PredictConfig(step=1.5)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        PredictConfig(mode="quick")
+
+
+def test_arrays_in_both_modes_and_probabilities(nnunet_model, helpers):
+    image = helpers.synthetic_ct((16, 30, 34), seed=5)
+    spacing = (2.5, 0.9, 0.8)
+    exact = fastpanc.Predictor(
+        nnunet_model, device="cpu", config=PredictConfig(tta=False, save_probabilities=True)
+    )
+    r = exact.predict_array(image, spacing)
+    assert r.labels.shape == image.shape and r.labels.dtype == np.uint8
+    assert r.probabilities.shape == (3, *image.shape)
+    np.testing.assert_allclose(r.probabilities.sum(0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(r.probabilities.argmax(0), r.labels)
+    assert r.subtype is None and r.subtype_probs is None
+    fast = fastpanc.Predictor(nnunet_model, device="cpu", config=PredictConfig(mode="fast"))
+    f = fast.predict_array(image[None], spacing)
+    assert f.labels.shape == image.shape
+    assert set(f.timings) >= {"preprocess", "network", "aggregate", "export"}
+
+
+def test_fold_ensemble_averages_subtype_probabilities(fastpanc_model, helpers):
+    image = helpers.synthetic_ct((12, 28, 28), seed=6)
+    cfg = PredictConfig(mode="fast")
+    both = fastpanc.Predictor(fastpanc_model, device="cpu", config=cfg).predict_array(image, (2.0, 1.0, 1.0))
+    singles = [
+        fastpanc.Predictor(fastpanc_model, folds=[f], device="cpu", config=cfg).predict_array(
+            image, (2.0, 1.0, 1.0)
+        )
+        for f in (0, 1)
+    ]
+    assert both.subtype_probs.shape == (3,)
+    np.testing.assert_allclose(
+        both.subtype_probs, (singles[0].subtype_probs + singles[1].subtype_probs) / 2, rtol=1e-5
+    )
+    assert not np.allclose(singles[0].subtype_probs, singles[1].subtype_probs)
+
+
+def test_roi_runs_only_inside_the_region(nnunet_model, helpers):
+    from fastpanc.inference.roi import find_roi
+
+    image = helpers.synthetic_ct((24, 60, 60), seed=7)
+    p = fastpanc.Predictor(
+        nnunet_model, device="cpu", config=PredictConfig(mode="fast", roi=True, roi_margin_mm=2.0)
+    )
+    prep = p.preprocess(image, (2.0, 1.0, 1.0))
+    region = find_roi(p, prep.data, {})
+    assert region is not None  # the biased random network predicts foreground somewhere
+    assert all(0 <= r.start < r.stop <= s for r, s in zip(region, prep.data.shape[1:]))
+    region = (slice(2, 20), slice(5, 40), slice(10, 50))  # a region that leaves voxels outside
+    with torch.inference_mode():
+        logits, _, _ = p._roi_logits(prep.data, region, {})
+        inner, _, _ = p._run_network(prep.data[(slice(None), *region)], {})
+    torch.testing.assert_close(logits[(slice(None), *region)], inner)
+    outside = torch.ones(prep.data.shape[1:], dtype=torch.bool)
+    outside[region] = False
+    assert outside.any() and (logits.argmax(0)[outside] == 0).all()
+    assert p.predict_prepared(prep).labels.shape == image.shape
+
+
+def test_bad_inputs_raise_clear_errors(nnunet_model, tmp_path):
+    p = fastpanc.Predictor(nnunet_model, device="cpu", config=PredictConfig(mode="fast"))
+    with pytest.raises(ValueError, match="spacing must be 3 positive"):
+        p.predict_array(np.ones((8, 8, 8), np.float32), (1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="zero everywhere"):
+        p.predict_array(np.zeros((8, 8, 8), np.float32), (1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match=r"expected an image \(Z, Y, X\) or \(1, Z, Y, X\)"):
+        p.predict_array(np.ones((2, 8, 8, 8), np.float32), (1.0, 1.0, 1.0))
+
+
+def test_model_folder_checkpoint_choice(tmp_path, helpers):
+    folder = helpers.write_nnunet_folder(tmp_path / "m", helpers.tiny_plans(), folds=(0, 3))
+    (folder / "fold_3" / "checkpoint_final.pth").rename(folder / "fold_3" / "checkpoint_best.pth")
+    m = load_model_folder(folder)
+    assert m.kind == "nnunet" and m.folds == ["0", "3"] and not m.multitask
+    assert [c.name for c in m.checkpoints] == ["checkpoint_final.pth", "checkpoint_best.pth"]
+    assert m.mirror_axes == (0, 1, 2)
+    with pytest.raises(FileNotFoundError, match="no checkpoint_latest.pth"):
+        load_model_folder(folder, checkpoint="checkpoint_latest.pth")
+    torch.save({"network_weights": {}, "evil": object()}, folder / "fold_0" / "checkpoint_final.pth")
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_model_folder(folder, folds=["0"])
+
+
+def test_input_discovery(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("b_0000.nii.gz", "a_0000.nii.gz", "a_0001.nii.gz", "notes.txt"):
+        (d / name).write_bytes(b"")
+    cases = find_cases([d])
+    assert [(c.name, [f.name for f in c.files]) for c in cases] == [
+        ("a", ["a_0000.nii.gz", "a_0001.nii.gz"]),
+        ("b", ["b_0000.nii.gz"]),
+    ]
+    assert [c.name for c in find_cases([str(d / "b_*.nii.gz")])] == ["b"]
+    assert [c.output_name for c in find_cases([d / "b_0000.nii.gz"])] == ["b.nii.gz"]
+    with pytest.raises(ValueError, match="expects 1"):
+        find_cases([d], num_channels=1)
+    (d / "c_0001.nii.gz").write_bytes(b"")
+    with pytest.raises(ValueError, match="without gaps"):
+        find_cases([d])
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        find_cases([str(tmp_path / "*.mha")])
+    items = list(range(7))
+    assert sorted(shard(items, 3, 0) + shard(items, 3, 1) + shard(items, 3, 2)) == items

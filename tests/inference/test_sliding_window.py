@@ -1,0 +1,92 @@
+"""Window placement, Gaussian map, padding and subtype aggregation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fastpanc.inference.sliding_window import (
+    aggregate_subtype,
+    gaussian_map,
+    padded_shape,
+    predict_logits,
+    sliding_window_starts,
+)
+
+
+@pytest.mark.nnunet
+@pytest.mark.parametrize("size", [(64, 128, 192), (65, 200, 130), (100, 128, 193)])
+@pytest.mark.parametrize("step", [0.5, 0.75, 1.0])
+def test_window_starts_match_nnunet(size, step):
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+
+    patch = (64, 128, 192)
+    size = tuple(max(s, p) for s, p in zip(size, patch))
+    assert sliding_window_starts(size, patch, step) == compute_steps_for_sliding_window(size, patch, step)
+
+
+@pytest.mark.nnunet
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_gaussian_matches_nnunet(dtype):
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian
+
+    ref = compute_gaussian(
+        (16, 32, 24), sigma_scale=1 / 8, value_scaling_factor=10, dtype=dtype, device="cpu"
+    )
+    torch.testing.assert_close(gaussian_map((16, 32, 24), dtype=dtype), ref, rtol=0, atol=0)
+
+
+def test_minimal_padding_rounds_up_to_the_divisor():
+    full, window = padded_shape((20, 50, 70), (64, 128, 192), "minimal", (16, 32, 32))
+    assert window == (32, 64, 96)
+    assert full == window
+    full, window = padded_shape((20, 50, 300), (64, 128, 192), "minimal", (16, 32, 32))
+    assert window == (32, 64, 192) and full == (32, 64, 300)
+    assert padded_shape((20, 50, 70), (64, 128, 192), "patch", None) == ((64, 128, 192), (64, 128, 192))
+
+
+def test_aggregate_subtype_weights_lesion_then_pancreas_then_uniform():
+    probs = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    p, how = aggregate_subtype(probs, torch.tensor([0, 30, 10]), torch.tensor([5, 5, 5]))
+    assert how == "lesion"
+    torch.testing.assert_close(p, torch.tensor([0.0, 0.75, 0.25]))
+    p, how = aggregate_subtype(probs, torch.zeros(3), torch.tensor([2, 0, 2]))
+    assert how == "pancreas"
+    torch.testing.assert_close(p, torch.tensor([0.5, 0.0, 0.5]))
+    p, how = aggregate_subtype(probs, torch.zeros(3), torch.zeros(3))
+    assert how == "uniform"
+    torch.testing.assert_close(p, torch.full((3,), 1 / 3))
+
+
+class _Identityish(torch.nn.Module):
+    """Logits that depend only on the voxel value: any window placement must give the same result."""
+
+    def forward(self, x):
+        return torch.cat([-x, x, 0 * x], dim=1)
+
+
+@pytest.mark.parametrize("padding", ["patch", "minimal"])
+def test_pointwise_network_is_reproduced_exactly_under_any_tiling(padding):
+    torch.manual_seed(0)
+    data = torch.randn(1, 19, 37, 29)
+    out = predict_logits(
+        _Identityish(),
+        data,
+        (8, 16, 16),
+        step=0.5,
+        mirror_axes=(0, 1, 2),
+        batch_size=3,
+        padding=padding,
+        divisor=(4, 8, 8),
+    )
+    expected = torch.cat([-data, data, 0 * data])
+    torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-5)
+    assert out.subtype_probs is None
+    full, window = padded_shape((19, 37, 29), (8, 16, 16), padding, (4, 8, 8))
+    assert out.num_windows == int(np.prod([len(s) for s in sliding_window_starts(full, window, 0.5)]))
+
+
+def test_step_outside_range_is_refused():
+    with pytest.raises(ValueError, match="step must be in"):
+        sliding_window_starts((10, 10, 10), (4, 4, 4), 0.0)

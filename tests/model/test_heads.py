@@ -1,0 +1,91 @@
+"""What the heads pool: checked on the vector that enters the MLP (the MLP replaced by Identity)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fastpanc.model.heads import HeadConfig, LesionAttentionHead, PoolHead
+
+
+def _lesion_logits(shape: tuple[int, ...], box: tuple[slice, ...]) -> torch.Tensor:
+    """Seg logits (1, 3, *shape): lesion (channel 2) certain inside ``box``, background elsewhere."""
+    logits = torch.zeros(1, 3, *shape)
+    logits[:, 0] = 50.0
+    logits[(slice(None), 2, *box)] = 100.0
+    return logits
+
+
+def test_attention_head_pools_features_inside_the_lesion() -> None:
+    torch.manual_seed(0)
+    head = LesionAttentionHead(
+        HeadConfig(n_scales=2), encoder_channels=[4, 6], decoder_channels=[5, 3], num_subtypes=3
+    )
+    head.mlp = nn.Identity()
+    full = (8, 8, 8)
+    box = (slice(2, 6), slice(0, 4), slice(4, 8))  # aligned with 2x2x2 blocks, so the half scale is exact
+    dec = [torch.randn(1, 5, 4, 4, 4), torch.randn(1, 3, *full)]  # lowest resolution first
+    bottleneck = torch.randn(1, 6, 2, 2, 2)
+    vec = head([torch.randn(1, 4, *full), bottleneck], dec, _lesion_logits(full, box))[0]
+    half_box = tuple(slice(s.start // 2, s.stop // 2) for s in box)
+    expect = torch.cat(
+        [
+            dec[0][(0, slice(None), *half_box)].mean(dim=(1, 2, 3)),  # half-resolution features in the lesion
+            dec[1][(0, slice(None), *box)].mean(dim=(1, 2, 3)),  # full-resolution features in the lesion
+            bottleneck[0].mean(dim=(1, 2, 3)),  # global context
+            torch.tensor([math.log(64 / 512 + 1e-6) / math.log(1e6)]),  # log lesion fraction
+        ]
+    )
+    torch.testing.assert_close(vec, expect, atol=1e-5, rtol=1e-4)
+
+
+def test_attention_head_detach_and_channel_check() -> None:
+    head = LesionAttentionHead(HeadConfig(n_scales=1), [4, 6], [5, 3], 3)
+    logits = torch.randn(1, 3, 4, 4, 4, requires_grad=True)
+    head(
+        [torch.randn(1, 4, 4, 4, 4), torch.randn(1, 6, 2, 2, 2)],
+        [torch.randn(1, 5, 2, 2, 2), torch.randn(1, 3, 4, 4, 4)],
+        logits,
+    ).sum().backward()
+    assert logits.grad is None  # attention map detached by default
+    attached = LesionAttentionHead(HeadConfig(n_scales=1, detach_attention=False), [4, 6], [5, 3], 3)
+    attached(
+        [torch.randn(1, 4, 4, 4, 4), torch.randn(1, 6, 2, 2, 2)],
+        [torch.randn(1, 5, 2, 2, 2), torch.randn(1, 3, 4, 4, 4)],
+        logits,
+    ).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="lesion_channel"):
+        head(
+            [torch.randn(1, 4, 4, 4, 4), torch.randn(1, 6, 2, 2, 2)],
+            [torch.randn(1, 3, 4, 4, 4)],
+            torch.randn(1, 2, 4, 4, 4),
+        )
+
+
+def test_pool_head_concatenates_avg_and_max() -> None:
+    head = PoolHead(HeadConfig(kind="pool", n_scales=2), encoder_channels=[2, 4, 6], num_subtypes=3)
+    head.mlp = nn.Identity()
+    skips = [torch.randn(2, 2, 8, 8, 8), torch.randn(2, 4, 4, 4, 4), torch.randn(2, 6, 2, 2, 2)]
+    vec = head(skips, [], torch.zeros(2, 3, 8, 8, 8))
+    expect = torch.cat(
+        [
+            skips[1].mean((2, 3, 4)),
+            skips[1].amax((2, 3, 4)),
+            skips[2].mean((2, 3, 4)),
+            skips[2].amax((2, 3, 4)),
+        ],
+        1,
+    )
+    torch.testing.assert_close(vec, expect)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("hidden", 0), ("dropout", 1.0), ("n_scales", 0), ("lesion_channel", 0)]
+)
+def test_head_config_validation(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field.split("_")[0]):
+        HeadConfig(**{field: value})
