@@ -82,7 +82,7 @@ def small_plans() -> dict:
                 "data_identifier": "nnUNetPlans_3d_fullres",
                 "preprocessor_name": "DefaultPreprocessor",
                 "batch_size": 2,
-                "patch_size": [32, 64, 64],
+                "patch_size": [16, 64, 64],
                 "median_image_size_in_voxels": [64, 128, 128],
                 "spacing": [2.0, 0.73, 0.73],
                 "normalization_schemes": ["CTNormalization"],

@@ -54,9 +54,10 @@ def test_fingerprint_schema(tmp_path: Path, monkeypatch):
     assert 0 < fp["median_relative_size_after_cropping"] < 1
 
 
-def test_case_with_wrong_label_values_is_named(tmp_path: Path):
+def test_case_with_wrong_label_values_is_named(tmp_path: Path, monkeypatch):
     import SimpleITK as sitk
 
+    monkeypatch.setattr(F, "FOREGROUND_SAMPLES_TOTAL", 3000)
     ds = make_raw_dataset(tmp_path / "Dataset001_Tiny", n=2)
     lab = ds / "labelsTr" / "case_001.nii.gz"
     img = sitk.ReadImage(str(lab))
@@ -84,3 +85,21 @@ def test_fingerprint_equals_nnunet(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(F, "FOREGROUND_SAMPLES_TOTAL", 3000)
     ours = json.loads(json.dumps(F.extract_fingerprint(ds, workers=1)))
     assert ours == ref
+
+
+def test_plan_command_on_a_dataset(tmp_path: Path, monkeypatch):
+    from fastpanc.cli import main
+
+    ds = make_raw_dataset(tmp_path / "Dataset001_Tiny", n=3)
+    monkeypatch.setattr(F, "FOREGROUND_SAMPLES_TOTAL", 3000)
+    out = tmp_path / "plan" / "plans.json"
+    assert main(["plan", str(ds), "-o", str(out), "-j", "1", "--gpu-memory-gb", "1"]) == 0
+    plans = json.loads(out.read_text())
+    fp = json.loads((out.parent / "dataset_fingerprint.json").read_text())
+    assert plans["dataset_name"] == "Dataset001_Tiny" and len(fp["spacings"]) == 3
+    assert (
+        plans["foreground_intensity_properties_per_channel"]
+        == fp["foreground_intensity_properties_per_channel"]
+    )
+    full = plans["configurations"]["3d_fullres"]
+    assert full["normalization_schemes"] == ["CTNormalization"] and full["batch_size"] >= 2

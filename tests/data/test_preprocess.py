@@ -93,8 +93,15 @@ def test_rerun_skips_finished_cases_and_redoes_missing_ones(raw: Path, plans: di
         preprocess_dataset(raw, other, out, workers=1)
 
 
-def test_bad_case_fails_alone(raw: Path, plans: dict, tmp_path: Path, capsys):
+@pytest.mark.parametrize("start_method", ["default", "spawn"])
+def test_bad_case_fails_alone(raw: Path, plans: dict, tmp_path: Path, capsys, monkeypatch, start_method: str):
+    import multiprocessing
     import shutil
+
+    from fastpanc.data import preprocess
+
+    if start_method != "default":  # the platform default is forkserver where it exists; spawn elsewhere
+        monkeypatch.setattr(preprocess, "worker_context", lambda: multiprocessing.get_context(start_method))
 
     broken = tmp_path / "Dataset995_Broken"
     shutil.copytree(raw, broken)
