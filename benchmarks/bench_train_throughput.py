@@ -244,6 +244,7 @@ def test_train_throughput(device: str, tmp_path: Path) -> None:
 
     nn_s, fp_s = statistics.median(t_nnunet), statistics.median(t_fast)
     extra = {
+        "torch_threads": torch.get_num_threads(),
         "patch_size": list(tr.patch_size),
         "batch_size": tr.batch_size,
         "rounds": rounds,

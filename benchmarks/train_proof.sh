@@ -6,6 +6,9 @@
 #
 # Usage: benchmarks/train_proof.sh [OUT]   (env: MINUTES=18 CASES=60 TEST_CASES=15 SCALE=0.4 JOBS=2)
 set -euo pipefail
+# One intra-op thread: on a shared 2-core machine, OpenMP threads spin-waiting for each other under
+# oversubscription made a training step ~10x slower than one thread (measured 0.7 s vs 10 s).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 OUT="${1:-/tmp/fastpanc-train-proof}"
 MINUTES="${MINUTES:-18}"
 CASES="${CASES:-60}"

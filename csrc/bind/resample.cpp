@@ -30,6 +30,15 @@ FASTPANC_BIND(resample) {
       },
       "Resample a (C, Z, Y, X) view along one axis (CPU, OpenMP).");
   m.def(
+      "resample_minmax_cpu",
+      [](std::uintptr_t x, std::vector<int64_t> shape, std::vector<int64_t> strides, int dtype, std::uintptr_t lo,
+         std::uintptr_t hi, int dim) {
+        View4 v = make_view(x, shape, strides, dtype);
+        py::gil_scoped_release nogil;
+        cpu::minmax(v, reinterpret_cast<float*>(lo), reinterpret_cast<float*>(hi), dim);
+      },
+      "Per-channel (dim 0) or per-slice (dim 1..3) minimum and maximum of a (C, Z, Y, X) view, as float32.");
+  m.def(
       "resample_lowres_cpu",
       [](std::uintptr_t x, std::vector<int64_t> shape, std::vector<int64_t> strides, int dtype, std::uintptr_t out,
          int out_dtype, std::vector<int64_t> out_shape, std::vector<int> orders) {

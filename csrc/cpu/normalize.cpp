@@ -21,7 +21,7 @@ template <typename In, typename Store>
 void run(const View4& x, std::uintptr_t out, float lo, float hi, float mean, float inv_std, Store store) {
   const In* in = reinterpret_cast<const In*>(x.ptr);
   const int64_t C = x.shape[0], Z = x.shape[1], Y = x.shape[2], X = x.shape[3];
-  const int64_t planes = C * Z;
+  const int64_t planes = C * Z, sx = x.stride[3];
 #pragma omp parallel for schedule(static)
   for (int64_t cz = 0; cz < planes; ++cz) {
     const int64_t c = cz / Z, z = cz % Z;
@@ -29,8 +29,17 @@ void run(const View4& x, std::uintptr_t out, float lo, float hi, float mean, flo
     int64_t o = cz * Y * X;
     for (int64_t y = 0; y < Y; ++y) {
       const In* row = base + y * x.stride[2];
+      if (sx == 1) {  // unit stride: a plain loop the compiler vectorises
+        for (int64_t i = 0; i < X; ++i) {
+          float v = load<In>(row + i);
+          v = std::min(std::max(v, lo), hi);  // NaN stays NaN through min/max order below
+          store(out, o + i, (v - mean) * inv_std);
+        }
+        o += X;
+        continue;
+      }
       for (int64_t i = 0; i < X; ++i, ++o) {
-        float v = load<In>(row + i * x.stride[3]);
+        float v = load<In>(row + i * sx);
         v = std::min(std::max(v, lo), hi);  // NaN stays NaN through min/max order below
         store(out, o, (v - mean) * inv_std);
       }

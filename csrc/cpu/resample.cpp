@@ -8,6 +8,7 @@
 #include "cpu/resample.h"
 
 #include <algorithm>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -306,6 +307,65 @@ void lowres_by_out(const View4& in, std::uintptr_t out, DType od, const int64_t 
   }
 }
 
+template <typename In>
+void minmax_impl(const View4& in, float* lo, float* hi, int dim) {
+  const In* src = reinterpret_cast<const In*>(in.ptr);
+  const int64_t C = in.shape[0], Z = in.shape[1], Y = in.shape[2], X = in.shape[3];
+  const int64_t S = dim >= 2 ? in.shape[dim] : 1;  // per-plane entries
+  std::vector<float> tlo(C * Z * S), thi(C * Z * S);
+#pragma omp parallel for collapse(2) schedule(dynamic)
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t z = 0; z < Z; ++z) {
+      float* l = tlo.data() + (c * Z + z) * S;
+      float* h = thi.data() + (c * Z + z) * S;
+      for (int64_t s = 0; s < S; ++s) {
+        l[s] = std::numeric_limits<float>::infinity();
+        h[s] = -std::numeric_limits<float>::infinity();
+      }
+      for (int64_t y = 0; y < Y; ++y) {
+        const In* row = src + c * in.stride[0] + z * in.stride[1] + y * in.stride[2];
+        if (dim == 2) {
+          float a = l[y], b = h[y];
+          for (int64_t x = 0; x < X; ++x) {
+            const float v = load(row + x * in.stride[3]);
+            a = std::min(a, v);
+            b = std::max(b, v);
+          }
+          l[y] = a, h[y] = b;
+        } else if (dim == 3) {
+          for (int64_t x = 0; x < X; ++x) {
+            const float v = load(row + x * in.stride[3]);
+            l[x] = std::min(l[x], v);
+            h[x] = std::max(h[x], v);
+          }
+        } else {
+          float a = l[0], b = h[0];
+          for (int64_t x = 0; x < X; ++x) {
+            const float v = load(row + x * in.stride[3]);
+            a = std::min(a, v);
+            b = std::max(b, v);
+          }
+          l[0] = a, h[0] = b;
+        }
+      }
+    }
+  if (dim == 1) {
+    std::copy(tlo.begin(), tlo.end(), lo);
+    std::copy(thi.begin(), thi.end(), hi);
+    return;
+  }
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t s = 0; s < S; ++s) {
+      float a = tlo[c * Z * S + s], b = thi[c * Z * S + s];
+      for (int64_t z = 1; z < Z; ++z) {
+        a = std::min(a, tlo[(c * Z + z) * S + s]);
+        b = std::max(b, thi[(c * Z + z) * S + s]);
+      }
+      lo[c * S + s] = a;
+      hi[c * S + s] = b;
+    }
+}
+
 }  // namespace
 
 void resample_axis(const View4& in, std::uintptr_t out, DType od, int dim, int64_t m, int order, int clip_mode,
@@ -323,6 +383,22 @@ void resample_axis(const View4& in, std::uintptr_t out, DType od, int dim, int64
     case DType::i32: by_out<int32_t>(in, out, od, dim, m, order, clip_mode, clip_dim, lo, hi); break;
     case DType::u8: by_out<uint8_t>(in, out, od, dim, m, order, clip_mode, clip_dim, lo, hi); break;
     case DType::i8: by_out<int8_t>(in, out, od, dim, m, order, clip_mode, clip_dim, lo, hi); break;
+    default: fail(std::string("resample: unsupported input dtype ") + dtype_name(in.dtype));
+  }
+}
+
+void minmax(const View4& in, float* lo, float* hi, int dim) {
+  if (dim < 0 || dim > 3) fail("resample: minmax dim must be 0 (per channel) or 1..3 (per slice)");
+  if (in.numel() == 0) fail("resample: minmax of an empty tensor");
+  switch (in.dtype) {
+    case DType::f32: minmax_impl<float>(in, lo, hi, dim); break;
+    case DType::f64: minmax_impl<double>(in, lo, hi, dim); break;
+    case DType::f16: minmax_impl<F16>(in, lo, hi, dim); break;
+    case DType::bf16: minmax_impl<Bf16>(in, lo, hi, dim); break;
+    case DType::i16: minmax_impl<int16_t>(in, lo, hi, dim); break;
+    case DType::i32: minmax_impl<int32_t>(in, lo, hi, dim); break;
+    case DType::u8: minmax_impl<uint8_t>(in, lo, hi, dim); break;
+    case DType::i8: minmax_impl<int8_t>(in, lo, hi, dim); break;
     default: fail(std::string("resample: unsupported input dtype ") + dtype_name(in.dtype));
   }
 }

@@ -132,6 +132,10 @@ namespace fastpanc::cpu {
 void resample_axis(const View4& in, std::uintptr_t out, DType out_dtype, int dim, int64_t n_out, int order,
                    int clip_mode, int clip_dim, const float* lo, const float* hi);
 
+// The clip bounds of resample_axis: dim 0: lo/hi[c] = min/max of channel c; dim 1..3: lo/hi[c * S + i] = min/max
+// of the slice i along that dimension (S its size). lo and hi hold float32 (exact for the integer and 16-bit inputs).
+void minmax(const View4& in, float* lo, float* hi, int dim);
+
 // Orders 0/1 in a single pass: per axis order 0 or 1 (orders[0..2] for Z, Y, X), the tensor product of the
 // per-axis interpolations (equal to resample_axis run axis by axis, without clipping, which these orders never
 // need). out: contiguous (C, *out_shape), float32, float16 or bfloat16.

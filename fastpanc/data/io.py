@@ -318,6 +318,12 @@ def write_image(
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent))
     try:
+        if file_ending(p) != ".mhd":
+            # a plain temporary name: ITK's NIfTI writer would turn a name like "x.nii.nii.gz" into "x.nii"
+            tmp_file = tmp_dir / f"image{file_ending(p)}"
+            sitk.WriteImage(img, str(tmp_file), useCompression=compress)
+            os.replace(tmp_file, p)
+            return p
         sitk.WriteImage(img, str(tmp_dir / p.name), useCompression=compress)
         # data files (.raw/.zraw of .mhd) first, the header last: readers never see a header without data
         produced = sorted(tmp_dir.iterdir(), key=lambda f: f.name == p.name)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from fastpanc.data.class_locations import int_rows_json
 from fastpanc.data.raw_dataset import RawCase, label_values, load_dataset_json, load_json_file, training_cases
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,14 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _save_json(path: Path, obj: Any) -> None:
-    # compact on purpose: ``indent`` switches json to its pure-Python encoder, which took longer than the
-    # whole rest of a case for the ~20000 class locations
+def _save_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, separators=(",", ":")) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _save_json(path: Path, obj: Any) -> None:
+    _save_text(path, json.dumps(obj, indent=1) + "\n")
 
 
 def run_job(job: PreprocessJob) -> None:
@@ -104,13 +107,15 @@ def run_job(job: PreprocessJob) -> None:
         transpose_forward=job.transpose_forward,
         foreground_labels=fg,
     )
-    props["class_locations"] = {str(k): v.tolist() for k, v in props["class_locations"].items()}
+    locations = props.pop("class_locations")
     props["case"] = job.case.name
     props["subtype"] = job.subtype
+    head = json.dumps(props, separators=(",", ":"))
+    body = ",".join(f'"{k}":{int_rows_json(v)}' for k, v in locations.items())
     name = job.case.name
     _save_npy(job.out_dir / f"{name}.npy", data.cpu().numpy())
     _save_npy(job.out_dir / f"{name}_seg.npy", seg.numpy())
-    _save_json(job.out_dir / f"{name}.json", props)
+    _save_text(job.out_dir / f"{name}.json", f'{head[:-1]},"class_locations":{{{body}}}}}\n')
 
 
 def _worker_init() -> None:

@@ -2,8 +2,9 @@
 the full volume (zeros outside the nonzero crop), so the mask has exactly the input's grid.
 
 ``resample_logits`` (exact, nnU-Net's ``convert_predicted_logits_to_segmentation_with_correct_shape``):
-logits resampled with the plans' probability kwargs (order 1, order 0 along an anisotropic axis), then
-argmax. ``argmax_nearest`` (fast): argmax at the network's spacing, then a nearest-neighbour resize.
+logits resampled with the plans' probability kwargs (order 1, order 0 along an anisotropic axis) into the
+logits' dtype (nnU-Net: float16), then argmax. ``argmax_nearest`` (fast): argmax at the network's spacing,
+then a nearest-neighbour resize. Both run on the logits' device (``fastpanc.ops``).
 """
 
 from __future__ import annotations
@@ -14,28 +15,23 @@ import numpy as np
 import torch
 
 from fastpanc.inference.prepare import Prepared
-from fastpanc.inference.resampling import resample_to_shape, resize_labels_nearest
+from fastpanc.ops import paste, resample, resample_labels, separate_z_axis
+
+_RESAMPLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _resample_logits(logits: np.ndarray, prep: Prepared, cfg: dict[str, Any]) -> np.ndarray:
+def _resample_logits(logits: torch.Tensor, prep: Prepared, cfg: dict[str, Any]) -> torch.Tensor:
     kw = cfg.get("resampling_fn_probabilities_kwargs", {"order": 1, "order_z": 0, "force_separate_z": None})
-    return resample_to_shape(
+    sep = separate_z_axis(prep.target_spacing, prep.spacing, force=kw.get("force_separate_z"))
+    out_dtype = logits.dtype if logits.dtype in _RESAMPLE_DTYPES else torch.float32
+    return resample(
         logits,
         prep.cropped_shape,
-        prep.target_spacing,
-        prep.spacing,
-        order=kw.get("order", 1),
-        order_z=kw.get("order_z", 0),
-        force_separate_z=kw.get("force_separate_z"),
+        order=int(kw.get("order", 1)),
+        separate_z=sep,
+        order_z=int(kw.get("order_z", 0)),
+        out_dtype=out_dtype,
     )
-
-
-def _paste(
-    full_shape: tuple[int, ...], crop: np.ndarray, bbox: tuple[tuple[int, int], ...], fill: float | int = 0
-) -> np.ndarray:
-    out = np.full((*crop.shape[: crop.ndim - 3], *full_shape), fill, dtype=crop.dtype)
-    out[(..., *(slice(a, b) for a, b in bbox))] = crop
-    return out
 
 
 def export_prediction(
@@ -53,19 +49,19 @@ def export_prediction(
     if method not in ("resample_logits", "argmax_nearest"):
         raise ValueError(f"export method must be 'resample_logits' or 'argmax_nearest', got {method!r}")
     probs_full = None
+    resampled = None
     if method == "resample_logits" or probabilities:
-        resampled = _resample_logits(logits.float().cpu().numpy(), prep, cfg)  # (K, *cropped_shape)
-        # back to the logits' dtype: nnU-Net resamples float16 logits into float16, and its ties decide labels
-        resampled = resampled.astype(torch.empty(0, dtype=logits.dtype).numpy().dtype, copy=False)
+        resampled = _resample_logits(logits, prep, cfg)  # (K, *cropped_shape) in the logits' dtype
         if probabilities:
-            probs = torch.softmax(torch.from_numpy(resampled).float(), 0).numpy()
-            probs_full = _paste(prep.shape, probs, prep.bbox, 0.0)
-            outside = np.ones(prep.shape, dtype=bool)
-            outside[tuple(slice(a, b) for a, b in prep.bbox)] = False
-            probs_full[0][outside] = 1.0
+            probs = torch.softmax(resampled.float(), 0)
+            background = torch.zeros((probs.shape[0], 1, 1, 1), dtype=probs.dtype, device=probs.device)
+            background[0] = 1.0
+            full = background.expand(-1, *prep.shape).clone()
+            full[(slice(None), *(slice(a, b) for a, b in prep.bbox))] = probs
+            probs_full = full.cpu().numpy()
     if method == "resample_logits":
-        labels = resampled.argmax(0).astype(np.uint8)
-    elif method == "argmax_nearest":
-        small = logits.argmax(0).to(torch.uint8).cpu().numpy()
-        labels = resize_labels_nearest(small, prep.cropped_shape)
-    return _paste(prep.shape, labels, prep.bbox, 0), probs_full
+        labels = resampled.argmax(0).to(torch.uint8)
+    else:
+        labels = resample_labels(logits.argmax(0).to(torch.uint8), prep.cropped_shape, mode="nearest")
+    full_labels = paste(labels, prep.shape, prep.bbox, fill=0)
+    return full_labels.cpu().numpy(), probs_full

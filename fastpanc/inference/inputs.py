@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 EXTENSIONS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+log = logging.getLogger("fastpanc.inference")
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
@@ -69,6 +71,15 @@ def find_cases(inputs: Sequence[str | Path], num_channels: int | None = None) ->
         p = Path(item)
         if p.is_dir():
             found = [f for f in sorted(p.iterdir()) if f.is_file() and f.name.lower().endswith(EXTENSIONS)]
+            ignored = [f.name for f in sorted(p.iterdir()) if f.is_file() and f not in found]
+            if ignored:
+                log.warning(
+                    "input folder %s: ignoring %d file(s) without an image ending (%s): %s",
+                    p,
+                    len(ignored),
+                    ", ".join(EXTENSIONS),
+                    ", ".join(ignored),
+                )
             if not found:
                 raise FileNotFoundError(f"input folder {p} holds no image ({', '.join(EXTENSIONS)})")
             files.extend(found)
@@ -86,13 +97,18 @@ def find_cases(inputs: Sequence[str | Path], num_channels: int | None = None) ->
     cases = _group(list(dict.fromkeys(files)))
     if num_channels is not None:
         for c in cases:
-            if len(c.files) != num_channels:
-                raise ValueError(
-                    f"case {c.name!r} has {len(c.files)} channel file(s) but the model expects "
-                    f"{num_channels}; name them {c.name}_0000{c.ext} ... "
-                    f"{c.name}_{num_channels - 1:04d}{c.ext}"
-                )
+            check_channels(c, num_channels)
     return cases
+
+
+def check_channels(case: Case, num_channels: int) -> None:
+    """Raise ValueError when ``case`` does not have ``num_channels`` channel files."""
+    if len(case.files) != num_channels:
+        raise ValueError(
+            f"case {case.name!r} has {len(case.files)} channel file(s) but the model expects "
+            f"{num_channels}; name them {case.name}_0000{case.ext} ... "
+            f"{case.name}_{num_channels - 1:04d}{case.ext}"
+        )
 
 
 def resolve_shard(num_parts: int, part: int) -> tuple[int, int]:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-import pydoc
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from fastpanc.model.nnunet_compat import read_checkpoint
 
 log = logging.getLogger("fastpanc.inference")
 
@@ -92,22 +93,53 @@ class ModelFolder:
         return net.eval()
 
 
+def _known_classes() -> tuple[dict[str, type], dict[str, type]]:
+    """The network classes and torch ops an nnU-Net v2 plans file may name, by class name (nothing is
+    imported by the name a plans file gives)."""
+    try:
+        from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
+    except ImportError as exc:
+        raise ValueError(
+            "nnU-Net v2 model folders need dynamic-network-architectures (pip install dynamic-network-architectures)"
+        ) from exc
+    nn = torch.nn
+    ops = (
+        nn.Conv2d, nn.Conv3d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.BatchNorm2d, nn.BatchNorm3d,
+        nn.Dropout, nn.Dropout2d, nn.Dropout3d, nn.LeakyReLU, nn.ReLU, nn.PReLU, nn.ELU, nn.GELU,
+    )  # fmt: skip
+    networks = {c.__name__: c for c in (ResidualEncoderUNet, PlainConvUNet)}
+    return networks, {c.__name__: c for c in ops}
+
+
+def _known(value: object, table: dict[str, type], package: str, what: str) -> type:
+    name = str(value)
+    module, _, short = name.rpartition(".")
+    if short not in table or not (module == package or module.startswith(package + ".")):
+        raise ValueError(
+            f"plans.json names {what} {name!r}, which fastpanc does not build; expected one of "
+            f"{sorted(table)} from {package} (class names in plans.json are looked up in this fixed "
+            "list, never imported)"
+        )
+    return table[short]
+
+
 def build_nnunet_network(
     plans: dict[str, Any], configuration: str, in_channels: int, num_classes: int
 ) -> torch.nn.Module:
-    """The network nnU-Net v2 builds from ``plans`` (dynamic-network-architectures), without deep supervision."""
+    """The network nnU-Net v2 builds from ``plans`` (dynamic-network-architectures), without deep supervision.
+
+    The class names in ``plans.json`` are untrusted: they are matched against a fixed list of
+    dynamic-network-architectures networks and torch ops, never imported by name.
+    """
     arch = plans["configurations"][configuration]["architecture"]
-    cls = pydoc.locate(arch["network_class_name"])
-    if cls is None:
-        raise ValueError(
-            f"plans.json names the network class {arch['network_class_name']!r}, which cannot be "
-            "imported; install dynamic-network-architectures (pip install "
-            "dynamic-network-architectures)"
-        )
+    networks, ops = _known_classes()
+    cls = _known(
+        arch.get("network_class_name"), networks, "dynamic_network_architectures", "the network class"
+    )
     kwargs = dict(arch["arch_kwargs"])
     for key in arch.get("_kw_requires_import", []):
         if kwargs.get(key) is not None:
-            kwargs[key] = pydoc.locate(kwargs[key])
+            kwargs[key] = _known(kwargs[key], ops, "torch.nn", f"{key}")
     return cls(input_channels=in_channels, num_classes=num_classes, deep_supervision=False, **kwargs)
 
 
@@ -169,10 +201,15 @@ def load_model_folder(
 
     states, mirror_axes = [], None
     for ck in ckpts:
-        try:
-            saved = torch.load(ck, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a pickle with code objects, or a truncated file
-            raise ValueError(f"{ck} cannot be read with torch.load(weights_only=True): {exc}") from exc
+        try:  # torch.load(weights_only=True) plus numpy scalars (nnU-Net's logs); refuses code in pickles
+            saved = read_checkpoint(ck)
+        except ValueError:
+            raise
+        except Exception as exc:  # a truncated file or not a torch.save file
+            raise ValueError(
+                f"{ck} cannot be read as a checkpoint (truncated, or not written by torch.save): "
+                f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}; copy the file again or retrain"
+            ) from exc
         if not isinstance(saved, dict) or "network_weights" not in saved:
             raise ValueError(f"{ck} has no 'network_weights'; expected an nnU-Net v2 / fastpanc checkpoint")
         states.append(saved["network_weights"])

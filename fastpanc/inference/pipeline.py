@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fastpanc.inference import outputs as O
-from fastpanc.inference.inputs import Case
+from fastpanc.inference.inputs import Case, check_channels
 from fastpanc.inference.predictor import STAGES, CaseResult, Predictor
 
 log = logging.getLogger("fastpanc.inference")
@@ -41,6 +41,7 @@ def is_finished(case: Case, out_dir: Path, predictor: Predictor) -> bool:
 def _load(predictor: Predictor, case: Case):
     from fastpanc.data.io import read_case
 
+    check_channels(case, predictor.model.num_input_channels)
     t0 = time.perf_counter()
     image, geometry = read_case(list(case.files))
     t1 = time.perf_counter()

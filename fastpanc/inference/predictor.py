@@ -140,7 +140,14 @@ class Predictor:
             )
         if len(spacing) != 3 or not all(float(s) > 0 for s in spacing):
             raise ValueError(f"spacing must be 3 positive values (z, y, x) in mm, got {spacing}")
-        return prepare(image, spacing, self.model.plans, self.config.configuration)
+        if np.issubdtype(image.dtype, np.floating):
+            bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+            if bad:
+                raise ValueError(
+                    f"the image has {bad} NaN or infinite voxel(s); expected finite intensities. Replace "
+                    "them (for example with the lowest HU of the scan) and predict again"
+                )
+        return prepare(image, spacing, self.model.plans, self.config.configuration, self.device)
 
     def _run_network(
         self, data: torch.Tensor, timings: dict[str, float]

@@ -94,6 +94,9 @@ def padded_shape(
         if divisor is None:
             raise ValueError("padding='minimal' needs the network's divisor (product of its strides)")
         window = tuple(min(int(p), int(math.ceil(s / d)) * int(d)) for s, p, d in zip(shape, patch, divisor))
+        if all(w <= int(d) for w, d in zip(window, divisor)):
+            # one voxel at the bottleneck: instance norm cannot normalise it, so pad to the patch as nnU-Net
+            window = tuple(int(p) for p in patch)
     else:
         raise ValueError(f"padding must be 'patch' or 'minimal', got {padding!r}")
     return tuple(max(int(s), w) for s, w in zip(shape, window)), window

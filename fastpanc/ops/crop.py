@@ -8,6 +8,7 @@ cropped.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -92,7 +93,7 @@ def bounding_box(x: torch.Tensor, threshold: float | None = None, backend: str =
         ``((zlo, zhi), (ylo, yhi), (xlo, xhi))`` half-open, or ``None`` when nothing is selected.
     """
     _check_volume("bounding_box", x)
-    if threshold is not None and (not isinstance(threshold, (int, float)) or math.isnan(threshold)):
+    if threshold is not None and (not isinstance(threshold, numbers.Real) or math.isnan(threshold)):
         raise ValueError(f"bounding_box: threshold must be None or a number, got {threshold!r}")
     name = B.choose(
         "bounding_box",
@@ -139,7 +140,7 @@ def nonzero_bounding_box(image: torch.Tensor, backend: str = "auto") -> Box:
 
 def _check_fill(op: str, value: float, dtype: torch.dtype) -> float:
     """The pad/fill value must be representable in the output dtype (no silent truncation)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise ValueError(f"{op}: the pad/fill value must be a number, got {value!r}")
     if dtype.is_floating_point:
         return float(value)

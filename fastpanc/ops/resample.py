@@ -2,8 +2,10 @@
 
 ``resample`` equals nnU-Net's ``resample_data_or_seg`` for images (``skimage.transform.resize`` with
 ``mode="edge", anti_aliasing=False``, clipped to the input range); label maps are in
-:mod:`fastpanc.ops.resample_labels`. The compiled backends resample one axis at a time (B-spline prefilter and 1D interpolation
-per axis, the same operator as the 3D tensor-product spline), in float32.
+:mod:`fastpanc.ops.resample_labels`. The compiled backends compute in float32. Order 3 runs one pass per
+axis that changes size (B-spline prefilter and 1D interpolation of tiles of lines, the same operator as the
+3D tensor-product spline), in the axis order that moves the fewest voxels; on the CPU orders 0 and 1 run as
+one fused pass without intermediate volumes.
 """
 
 from __future__ import annotations
@@ -164,24 +166,33 @@ def _empty(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> to
     return torch.from_numpy(np.empty(tuple(shape), dtype=np_dtype)).view(dtype)
 
 
+def _clip_bounds(x: torch.Tensor, dim: int, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 minimum and maximum of ``x`` per channel (``dim`` 0, shape ``(C,)``) or per slice along ``dim``
+    (1..3, shape ``(C, x.shape[dim])``), the ranges skimage clips to."""
+    size = x.shape[0] * (x.shape[dim] if dim else 1)
+    if backend == "cpu":
+        lo = torch.empty(size, dtype=torch.float32)
+        hi = torch.empty(size, dtype=torch.float32)
+        B.extension().resample_minmax_cpu(*B.view_args(x), lo.data_ptr(), hi.data_ptr(), dim)
+        return lo, hi
+    src = x.reshape(x.shape[0], -1) if dim == 0 else x.movedim(dim, 1).reshape(x.shape[0], x.shape[dim], -1)
+    return src.amin(dim=-1).float().reshape(-1).contiguous(), src.amax(dim=-1).float().reshape(
+        -1
+    ).contiguous()
+
+
 def _run_passes(x: torch.Tensor, passes, out_dtype: torch.dtype, backend: str) -> torch.Tensor:
     ext = B.extension()
     cur = x
-    flat = x.reshape(x.shape[0], -1) if x.is_contiguous() else None
     for i, (dim, n_out, order, clip) in enumerate(passes):
         last = i == len(passes) - 1
         new_shape = list(cur.shape)
         new_shape[dim] = n_out
         out = _empty(new_shape, out_dtype if last else torch.float32, x.device)
         clip_mode, clip_dim, lo, hi = 0, 0, None, None
-        if clip == "channel":
-            src = flat if flat is not None else x.reshape(x.shape[0], -1)
-            lo, hi = src.amin(dim=1).float().contiguous(), src.amax(dim=1).float().contiguous()
-            clip_mode = 1
-        elif clip is not None:
-            clip_mode, clip_dim = 2, clip
-            src = x.movedim(clip, 1).reshape(x.shape[0], x.shape[clip], -1)  # (C, S, plane)
-            lo, hi = src.amin(dim=2).float().contiguous(), src.amax(dim=2).float().contiguous()
+        if clip is not None:
+            clip_mode, clip_dim = (1, 0) if clip == "channel" else (2, clip)
+            lo, hi = _clip_bounds(x, clip_dim, backend)
         args = (
             *B.view_args(cur),
             out.data_ptr(),
@@ -194,7 +205,13 @@ def _run_passes(x: torch.Tensor, passes, out_dtype: torch.dtype, backend: str) -
             lo.data_ptr() if lo is not None else 0,
             hi.data_ptr() if hi is not None else 0,
         )
-        if backend == "cpu":
+        if backend == "cpu" and order <= 1 and clip_mode == 0:
+            # the one-pass kernel with every other axis unchanged: rows are copied or blended directly
+            orders = [order if d + 1 == dim else 0 for d in range(3)]
+            ext.resample_lowres_cpu(
+                *B.view_args(cur), out.data_ptr(), B.DTYPE_CODES[out.dtype], new_shape[1:], orders
+            )
+        elif backend == "cpu":
             ext.resample_axis_cpu(*args)
         else:
             scratch = None
@@ -257,8 +274,11 @@ def resample(
     if name == "reference":
         return resample_reference(x, shape, order, separate_z, order_z, out_dtype)
     passes = _plan(x, shape, order, separate_z, order_z)
+    log.debug(
+        "resample %s -> %s on %s: passes (dim, size, order, clip) %s", tuple(x.shape), shape, name, passes
+    )
     if not passes:
-        return x.to(out_dtype, copy=True).contiguous()
+        return x.to(out_dtype, memory_format=torch.contiguous_format, copy=True)
     if name == "cpu" and order <= 1:
         # orders 0/1 never need clipping: the whole plan is one tensor-product pass
         orders = [order] * 3

@@ -14,6 +14,18 @@ LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 _LABEL_KIND = {"nearest": 0, "linear": 1, "threshold": 2}
 
 
+def _check_labels(labels: torch.Tensor, out_shape, mode: str, separate_z, order_z) -> tuple[int, int, int]:
+    shape = check_common("resample_labels", labels, out_shape, separate_z, order_z)
+    if mode not in ("linear", "nearest"):
+        raise ValueError(f"resample_labels: mode must be 'linear' or 'nearest', got {mode!r}")
+    if labels.dtype not in LABEL_DTYPES:
+        raise ValueError(
+            f"resample_labels: labels must have an integer dtype {LABEL_DTYPES}, got {labels.dtype}; "
+            "round float masks first, e.g. labels.round().to(torch.uint8)"
+        )
+    return shape
+
+
 def _labels_4d(name: str, labels: torch.Tensor) -> torch.Tensor:
     if labels.dim() == 3:
         return labels[None]
@@ -42,7 +54,7 @@ def resample_labels_reference(
     order_z: int = 0,
 ) -> torch.Tensor:
     """The definition of :func:`resample_labels` in torch (float64 scores, slow)."""
-    shape = check_common("resample_labels", labels, out_shape, separate_z, order_z)
+    shape = _check_labels(labels, out_shape, mode, separate_z, order_z)
     lab4 = _labels_4d("resample_labels", labels)
     outs = []
     for ch in lab4:
@@ -82,14 +94,7 @@ def resample_labels(
     Returns:
         Labels of ``labels``' dtype, shape ``(Z', Y', X')`` or ``(C, Z', Y', X')``, on its device.
     """
-    shape = check_common("resample_labels", labels, out_shape, separate_z, order_z)
-    if mode not in ("linear", "nearest"):
-        raise ValueError(f"resample_labels: mode must be 'linear' or 'nearest', got {mode!r}")
-    if labels.dtype not in LABEL_DTYPES:
-        raise ValueError(
-            f"resample_labels: labels must have an integer dtype {LABEL_DTYPES}, got {labels.dtype}; "
-            "round float masks first, e.g. labels.round().to(torch.uint8)"
-        )
+    shape = _check_labels(labels, out_shape, mode, separate_z, order_z)
     lab4 = _labels_4d("resample_labels", labels)
     name = B.choose(
         "resample_labels",
@@ -116,5 +121,5 @@ def resample_labels(
             ext.resample_labels_cuda(*args, B.cuda_stream(labels))
         cur = out
     if cur is lab4:
-        cur = lab4.contiguous().clone()
+        cur = lab4.clone(memory_format=torch.contiguous_format)
     return cur if labels.dim() == 4 else cur[0]

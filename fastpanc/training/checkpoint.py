@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,18 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; train without --resume first")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"refusing to load {path}: it needs arbitrary unpickling (it names Python objects that could run "
+            "code), and fastpanc checkpoints hold plain data only; it was not written by fastpanc train: "
+            f"{' '.join(str(exc).split())[:300]}"
+        ) from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(
+            f"{path} cannot be read as a checkpoint (truncated, or not written by torch.save): {exc}"
+        ) from exc
 
 
 def rng_states() -> dict[str, Any]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fastpanc.cli import EXIT_PARTIAL_FAILURE, main
-from fastpanc.data.class_locations import sample_foreground_locations
+from fastpanc.data.class_locations import int_rows_json, sample_foreground_locations
 from fastpanc.data.fingerprint import extract_fingerprint
 from fastpanc.data.io import read_case, read_labels
 from fastpanc.data.plan import plan_from_fingerprint
@@ -142,10 +142,22 @@ def test_class_locations_equal_nnunet():
 
     rng = np.random.default_rng(3)
     seg = rng.choice([-1, 0, 1, 2], size=(1, 30, 40, 50), p=[0.1, 0.5, 0.3, 0.1]).astype(np.int8)
-    ours = sample_foreground_locations(seg, [1, 2])
-    ref = DefaultPreprocessor._sample_foreground_locations(seg, [1, 2])
-    for k in (1, 2):
-        assert np.array_equal(ours[k], ref[k])
+    for s in (seg, np.where(seg == 1, 0, seg).astype(np.int8)):  # both labels; label 1 absent
+        ours = sample_foreground_locations(s, [1, 2])
+        ref = DefaultPreprocessor._sample_foreground_locations(s, [1, 2])
+        for k in (1, 2):
+            assert np.array_equal(ours[k].reshape(-1, 4), np.asarray(ref[k]).reshape(-1, 4))
+
+
+def test_int_rows_json_round_trips():
+    rng = np.random.default_rng(0)
+    for shape in [(7, 4), (1, 4), (0, 4), (3, 1)]:
+        rows = rng.integers(0, 1200, size=shape)
+        if rows.size:
+            rows[0, 0] = 0
+        assert json.loads(int_rows_json(rows)) == rows.tolist()
+    with pytest.raises(ValueError, match="non-negative"):
+        int_rows_json(np.array([[1, -2]]))
 
 
 @pytest.mark.nnunet

@@ -11,34 +11,19 @@ import pytest
 from fastpanc.cli import main
 from fastpanc.demo import DemoConfig, _train_minutes
 
+# The demo takes minutes on 2 busy CPU cores (synth, plan, preprocess, train, predict, evaluate), hence slow.
+DEMO_ARGS = "--minutes 1 --cases 6 --heldout-cases 3 --size-scale 0.3 --device cpu --seed 3".split()
+
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> tuple[Path, int, str]:
+def demo_run(tmp_path_factory) -> tuple[Path, int]:
     out = tmp_path_factory.mktemp("demo") / "run"
-    rc = main(
-        [
-            "demo",
-            str(out),
-            "--minutes",
-            "1",
-            "--cases",
-            "6",
-            "--heldout-cases",
-            "3",
-            "--size-scale",
-            "0.3",
-            "--device",
-            "cpu",
-            "--seed",
-            "3",
-        ]
-    )
-    return out, rc, ""
+    return out, main(["demo", str(out), *DEMO_ARGS])
 
 
 @pytest.mark.slow
-def test_demo_writes_every_step(demo_run, capsys):
-    out, rc, _ = demo_run
+def test_demo_writes_every_step(demo_run):
+    out, rc = demo_run
     assert rc == 0
     for rel in (
         "cohort_train",
@@ -81,7 +66,7 @@ def test_demo_writes_every_step(demo_run, capsys):
 
 @pytest.mark.slow
 def test_demo_report_renders_in_chromium(demo_run, browser):
-    out, rc, _ = demo_run
+    out, rc = demo_run
     assert rc == 0
     images = browser(out / "report.html", out / "report_screenshot.png")
     broken = [im["src"] for im in images if not (im["complete"] and im["width"] > 0)]

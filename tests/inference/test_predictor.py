@@ -74,7 +74,7 @@ def test_fold_ensemble_averages_subtype_probabilities(fastpanc_model, helpers):
 def test_roi_runs_only_inside_the_region(nnunet_model, helpers):
     from fastpanc.inference.roi import find_roi
 
-    image = helpers.synthetic_ct((24, 60, 60), seed=7)
+    image = helpers.synthetic_ct((16, 44, 44), seed=7)
     p = fastpanc.Predictor(
         nnunet_model, device="cpu", config=PredictConfig(mode="fast", roi=True, roi_margin_mm=2.0)
     )
@@ -82,7 +82,7 @@ def test_roi_runs_only_inside_the_region(nnunet_model, helpers):
     region = find_roi(p, prep.data, {})
     assert region is not None  # the biased random network predicts foreground somewhere
     assert all(0 <= r.start < r.stop <= s for r, s in zip(region, prep.data.shape[1:]))
-    region = (slice(2, 20), slice(5, 40), slice(10, 50))  # a region that leaves voxels outside
+    region = (slice(2, 14), slice(5, 30), slice(10, 40))  # a region that leaves voxels outside
     with torch.inference_mode():
         logits, _, _ = p._roi_logits(prep.data, region, {})
         inner, _, _ = p._run_network(prep.data[(slice(None), *region)], {})
@@ -90,7 +90,6 @@ def test_roi_runs_only_inside_the_region(nnunet_model, helpers):
     outside = torch.ones(prep.data.shape[1:], dtype=torch.bool)
     outside[region] = False
     assert outside.any() and (logits.argmax(0)[outside] == 0).all()
-    assert p.predict_prepared(prep).labels.shape == image.shape
 
 
 def test_bad_inputs_raise_clear_errors(nnunet_model, tmp_path):
@@ -113,7 +112,7 @@ def test_model_folder_checkpoint_choice(tmp_path, helpers):
     with pytest.raises(FileNotFoundError, match="no checkpoint_latest.pth"):
         load_model_folder(folder, checkpoint="checkpoint_latest.pth")
     torch.save({"network_weights": {}, "evil": object()}, folder / "fold_0" / "checkpoint_final.pth")
-    with pytest.raises(ValueError, match="weights_only=True"):
+    with pytest.raises(ValueError, match="refusing to load"):
         load_model_folder(folder, folds=["0"])
 
 
