@@ -206,7 +206,7 @@ def nnunet_trainer(plans: dict, tmp: Path, device: torch.device):
 def test_train_throughput(device: str, tmp_path: Path) -> None:
     dev = torch.device(device)
     sync = dev.type == "cuda"
-    rounds, warmup = (20, 5) if sync else (5, 1)
+    rounds, warmup = (20, 5) if sync else (8, 2)
     plans = plans_for(device)
     pre = tmp_path / "fastpanc_pre"
     pre.mkdir()

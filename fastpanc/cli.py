@@ -154,7 +154,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt", required=True, help="folder of reference masks")
     p.add_argument("--pred-subtypes", help="subtype_results.csv written by the predictor")
     p.add_argument("--gt-subtypes", help="subtype_mapping.json (or CSV) of the reference")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, help="output folder: summary.json, cases.csv and PNG figures")
     p.add_argument("--tolerance-mm", type=float, default=2.0, help="normalised surface Dice tolerance")
     p.add_argument("--images", help="folder of the CT images ({CASE}_0000.nii.gz) to draw the overlays on")
 
@@ -169,8 +169,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", nargs="?", default="fastpanc-demo", help="output folder (default ./fastpanc-demo)")
     p.add_argument("--minutes", type=float, default=10.0, help="time budget of the whole demo")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic cohorts and of training")
     p.add_argument("--cases", type=int, default=16, help="synthetic training cases (default 16)")
     p.add_argument("--heldout-cases", type=int, default=6, help="synthetic held-out cases to evaluate (default 6)")
     p.add_argument("--size-scale", type=float, default=0.5,

@@ -50,8 +50,8 @@ class DemoConfig:
     heldout_cases: int = 6
     size_scale: float = 0.5
     val_fraction: float = 0.25
-    reserve_fraction: float = 0.12
-    seconds_per_heldout_case: float = 6.0
+    reserve_fraction: float = 0.06
+    seconds_per_heldout_case: float = 5.0
     min_train_minutes: float = 0.25
 
     def __post_init__(self) -> None:
@@ -100,8 +100,8 @@ def small_train_config(
     return TrainConfig(
         minutes=minutes,
         epochs=1000,
-        iterations_per_epoch=50 if gpu else 20,
-        val_iterations=10 if gpu else 4,
+        iterations_per_epoch=50 if gpu else 10,
+        val_iterations=10 if gpu else 2,
         batch_size=4 if gpu else 2,
         patch_size=patch,
         configuration=configuration,

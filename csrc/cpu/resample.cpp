@@ -106,7 +106,6 @@ void prefilter_rows(float* buf, int64_t len, int64_t T, int64_t nt) {
 // time so that the recursions and the interpolation run as vector operations across lanes. When the lines of
 // one outer index are contiguous and many (B >= kMinLanes) a tile takes T of them; otherwise (the X pass) a
 // tile takes T consecutive lines and loads/stores them transposed.
-
 template <typename In, typename Out>
 void axis_pass(const View4& in, Out* out, int dim, int64_t m, int order, int clip_mode, int clip_dim,
                const float* lo, const float* hi) {

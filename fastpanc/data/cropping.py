@@ -9,9 +9,23 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.ndimage import binary_fill_holes
 
 from fastpanc.ops import nonzero_bounding_box
+
+
+def filled_nonzero_mask(crop: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Hole-filled mask of the voxels nonzero in any channel of a cropped ``(C, z, y, x)`` block.
+
+    Returns:
+        ``(z, y, x)`` bool numpy array (on the CPU whatever the input's device).
+    """
+    x = torch.as_tensor(crop)
+    mask = (x != 0).any(dim=0).cpu().numpy()
+    if mask.all():
+        return mask
+    from scipy.ndimage import binary_fill_holes  # only blocks with zeros inside need it
+
+    return binary_fill_holes(mask)
 
 
 def crop_to_nonzero(
@@ -34,11 +48,7 @@ def crop_to_nonzero(
     bbox = [[int(a), int(b)] for a, b in nonzero_bounding_box(torch.from_numpy(data))]
     slicer = tuple(slice(a, b) for a, b in bbox)
     cropped = data[(slice(None), *slicer)]
-    mask = cropped[0] != 0
-    for c in range(1, cropped.shape[0]):
-        mask |= cropped[c] != 0
-    if not mask.all():
-        mask = binary_fill_holes(mask)
+    mask = filled_nonzero_mask(cropped)
     if seg is not None:
         out = np.array(seg[(slice(None), *slicer)], dtype=np.int16 if seg.max(initial=0) > 127 else np.int8)
         out[(out == 0) & ~mask[None]] = nonzero_label

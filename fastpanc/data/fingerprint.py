@@ -73,7 +73,12 @@ def analyze_case(case: RawCase, num_samples: int, labels: tuple[int, ...]) -> di
 def _analyze(args: tuple[RawCase, int, tuple[int, ...]]) -> dict[str, Any]:
     import torch
 
-    torch.set_num_threads(1)
+    from fastpanc.ops._backend import extension
+
+    torch.set_num_threads(1)  # one thread per worker process, for torch and the OpenMP kernels
+    ext = extension()
+    if ext is not None:
+        ext.set_num_threads(1)
     return analyze_case(*args)
 
 

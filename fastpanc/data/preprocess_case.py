@@ -14,21 +14,12 @@ import numpy as np
 import torch
 
 from fastpanc.data.class_locations import sample_foreground_locations
+from fastpanc.data.cropping import filled_nonzero_mask
 from fastpanc.data.io import Geometry
 from fastpanc.data.normalization import normalize_channel
 from fastpanc.ops import compute_new_shape, nonzero_bounding_box, resample, resample_labels, separate_z_axis
 
 log = logging.getLogger(__name__)
-
-
-def _nonzero_mask(crop: torch.Tensor) -> np.ndarray:
-    """Hole-filled mask of voxels nonzero in any channel, ``(z, y, x)`` bool (see ``fastpanc.data.cropping``)."""
-    mask = (crop != 0).any(dim=0).cpu().numpy()
-    if mask.all():
-        return mask
-    from scipy.ndimage import binary_fill_holes  # only images with zeros inside their box need it
-
-    return binary_fill_holes(mask)
 
 
 def preprocess_case(
@@ -95,7 +86,7 @@ def preprocess_case(
     props["shape_after_cropping_and_before_resampling"] = [int(s) for s in crop.shape[1:]]
 
     use_mask = [bool(u) for u in plans_config["use_mask_for_norm"]]
-    mask = _nonzero_mask(crop) if (lab is not None or any(use_mask)) else None
+    mask = filled_nonzero_mask(crop) if (lab is not None or any(use_mask)) else None
     seg = None
     if lab is not None:
         seg_np = lab[slicer].numpy().astype(np.int16 if int(lab.max()) > 127 else np.int8)
@@ -107,7 +98,9 @@ def preprocess_case(
         target = [spacing[0], *target]
     new_shape = compute_new_shape(crop.shape[1:], spacing, target)
 
-    mask_t = torch.from_numpy(mask).to(x.device) if mask is not None else None
+    # the region ZScore may normalise within: nnU-Net's ``seg >= 0`` (the nonzero mask, plus labels outside it)
+    norm_region = (seg_np[0] >= 0) if lab is not None else mask
+    mask_t = torch.from_numpy(norm_region).to(x.device) if norm_region is not None else None
     data = torch.stack(
         [
             normalize_channel(crop[c], schemes[c], intensity_props.get(str(c)), use_mask[c], mask_t)

@@ -107,6 +107,10 @@ def _classification(
             raise ValueError("subtype evaluation needs both --pred-subtypes and --gt-subtypes; got only one")
         return None
     truth, guess = read_subtypes(gt_subtypes), read_subtypes(pred_subtypes)
+    for path, table in ((gt_subtypes, truth), (pred_subtypes, guess)):
+        bad = {k: v for k, v in table.items() if not 0 <= v < config.num_subtypes}
+        if bad:
+            raise ValueError(f"{path}: subtypes must be 0..{config.num_subtypes - 1}, got {bad}")
     y_true, y_pred = [], []
     for row in rows:
         if row["case"] not in truth:

@@ -2,8 +2,8 @@
 
 The windows, the Gaussian importance map and the padding follow nnU-Net v2 (``compute_steps_for_sliding_window``,
 ``compute_gaussian(sigma_scale=1/8, value_scaling_factor=10)``, centred constant-0 padding to the patch size),
-so that ``padding="patch"`` reproduces ``nnUNetPredictor``'s logits. Aggregation runs in float32 (nnU-Net:
-float16) on the device of the network.
+so that ``padding="patch"`` reproduces ``nnUNetPredictor``'s logits. Aggregation runs on the device of the
+network, in float32 with the fused ``fastpanc.ops.accumulate`` kernel, or in nnU-Net's float16.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
+
+from fastpanc.ops import accumulate
 
 log = logging.getLogger("fastpanc.inference")
 
@@ -235,9 +237,12 @@ def predict_logits(
         t1 = _now(device)
         if acc is None:
             acc = torch.zeros((seg.shape[1], *full), dtype=accumulate_dtype, device=device)
-        for i, sl in enumerate(slices):
-            acc[(slice(None), *sl)] += seg[i] * gauss
-            weight[sl] += gauss
+        if accumulate_dtype == torch.float32:  # the fused kernel (C++/CUDA), one call per batch
+            accumulate(acc, weight, seg, group, gauss)
+        else:  # nnU-Net's float16 accumulators, reproduced operation by operation
+            for i, sl in enumerate(slices):
+                acc[(slice(None), *sl)] += seg[i] * gauss
+                weight[sl] += gauss
         if probs is not None:
             labels = seg.argmax(1)  # (B, *window)
             cls_probs.append(probs.cpu())

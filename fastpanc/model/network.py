@@ -61,7 +61,7 @@ class MultitaskResEncUNet(nn.Module):
         norm_affine: bool = True,
         norm_eps: float = 1e-5,
         negative_slope: float = 0.01,
-        head: str | dict | HeadConfig = "attention",
+        head: str | dict | HeadConfig = "pool",
         head_hidden: int = 128,
         deep_supervision: bool = True,
     ) -> None:
@@ -119,7 +119,7 @@ class MultitaskResEncUNet(nn.Module):
         num_input_channels: int = 1,
         num_seg_classes: int = 3,
         num_subtypes: int = 3,
-        head: str | dict | HeadConfig = "attention",
+        head: str | dict | HeadConfig = "pool",
         head_hidden: int = 128,
         deep_supervision: bool = True,
     ) -> MultitaskResEncUNet:

@@ -127,7 +127,7 @@ def fastpanc_settings(network: MultitaskResEncUNet) -> dict[str, Any]:
 
 def _head_from_settings(settings: dict[str, Any]) -> tuple[int, HeadConfig | str]:
     n = int(settings.get("num_subtypes", 0))
-    head = settings.get("head") or "attention"
+    head = settings.get("head") or HeadConfig().kind
     if isinstance(head, dict):
         return n, HeadConfig(**head)
     if isinstance(head, str):
@@ -173,7 +173,7 @@ def build_from_nnunet_folder(
     if any(isinstance(v, (list, tuple)) for v in labels.values()):
         raise ValueError("region-based labels (lists in dataset.json 'labels') are not supported")
     settings = ckpt.get("fastpanc") or plans.get("fastpanc") or {}
-    num_subtypes, head = _head_from_settings(settings) if settings else (0, "attention")
+    num_subtypes, head = _head_from_settings(settings) if settings else (0, HeadConfig().kind)
     network = MultitaskResEncUNet.from_plans(
         plans,
         configuration,

@@ -182,17 +182,28 @@ def _clip_bounds(x: torch.Tensor, dim: int, backend: str) -> tuple[torch.Tensor,
 
 
 def _run_passes(x: torch.Tensor, passes, out_dtype: torch.dtype, backend: str) -> torch.Tensor:
+    """Run the passes of :func:`_plan`. Each intermediate is released after the pass that reads it, so at
+    most two volumes (the pass's input and output) are alive besides ``x``."""
     ext = B.extension()
+    bounds = {}
+    for _, _, _, clip in passes:
+        if clip is not None:
+            clip_dim = 0 if clip == "channel" else clip
+            bounds[clip] = (1 if clip_dim == 0 else 2, clip_dim, *_clip_bounds(x, clip_dim, backend))
     cur = x
     for i, (dim, n_out, order, clip) in enumerate(passes):
-        last = i == len(passes) - 1
-        new_shape = list(cur.shape)
-        new_shape[dim] = n_out
-        out = _empty(new_shape, out_dtype if last else torch.float32, x.device)
-        clip_mode, clip_dim, lo, hi = 0, 0, None, None
-        if clip is not None:
-            clip_mode, clip_dim = (1, 0) if clip == "channel" else (2, clip)
-            lo, hi = _clip_bounds(x, clip_dim, backend)
+        shape = list(cur.shape)
+        shape[dim] = n_out
+        out = _empty(shape, out_dtype if i == len(passes) - 1 else torch.float32, x.device)
+        clip_mode, clip_dim, lo, hi = bounds.get(clip, (0, 0, None, None))
+        if backend == "cpu" and order <= 1 and clip_mode == 0:
+            # the one-pass kernel with every other axis unchanged: rows are copied or blended directly
+            orders = [order if d + 1 == dim else 0 for d in range(3)]
+            ext.resample_lowres_cpu(
+                *B.view_args(cur), out.data_ptr(), B.DTYPE_CODES[out.dtype], list(out.shape[1:]), orders
+            )
+            cur = out
+            continue
         args = (
             *B.view_args(cur),
             out.data_ptr(),
@@ -205,13 +216,7 @@ def _run_passes(x: torch.Tensor, passes, out_dtype: torch.dtype, backend: str) -
             lo.data_ptr() if lo is not None else 0,
             hi.data_ptr() if hi is not None else 0,
         )
-        if backend == "cpu" and order <= 1 and clip_mode == 0:
-            # the one-pass kernel with every other axis unchanged: rows are copied or blended directly
-            orders = [order if d + 1 == dim else 0 for d in range(3)]
-            ext.resample_lowres_cpu(
-                *B.view_args(cur), out.data_ptr(), B.DTYPE_CODES[out.dtype], new_shape[1:], orders
-            )
-        elif backend == "cpu":
+        if backend == "cpu":
             ext.resample_axis_cpu(*args)
         else:
             scratch = None

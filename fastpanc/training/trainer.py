@@ -256,6 +256,8 @@ class Trainer:
         seg = batch["seg"].to(dev, non_blocking=True)
         subtype = batch["subtype"].to(dev, non_blocking=True)
         image, seg = self.augment(image, seg, seed)
+        if self.config.cls_requires_lesion:  # a patch that misses the lesion says nothing about its subtype
+            subtype = torch.where((seg == 2).flatten(1).any(1), subtype, torch.full_like(subtype, -1))
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
             out = self.model(image)

@@ -86,9 +86,9 @@ def test_demo_config_and_budget():
         DemoConfig(minutes=0)
     with pytest.raises(ValueError, match="device"):
         DemoConfig(device="tpu")
-    c = DemoConfig(minutes=10, heldout_cases=6)
-    # 10 min budget, 3 min spent: training gets 7 min less the reserve (12% of 10 min + 6 x 6 s)
-    assert _train_minutes(c, 180) == pytest.approx(7 - 1.2 - 0.6)
+    c = DemoConfig(minutes=10, heldout_cases=6, reserve_fraction=0.1, seconds_per_heldout_case=6.0)
+    # 10 min budget, 3 min spent: training gets 7 min less the reserve (10% of 10 min + 6 x 6 s)
+    assert _train_minutes(c, 180) == pytest.approx(7 - 1.0 - 0.6)
     assert _train_minutes(c, 10_000) == c.min_train_minutes
 
 

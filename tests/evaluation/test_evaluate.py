@@ -136,6 +136,12 @@ def test_user_errors(dataset: Path, capsys):
     write_image(dataset / "pred" / "c3.nii.gz", np.zeros((10, 16, 15), np.uint8), Geometry.identity(SPACING))
     with pytest.raises(ValueError, match="differs from the reference"):
         evaluate_folders(dataset / "pred", dataset / "gt", dataset / "e")
+    (dataset / "pred" / "c3.nii.gz").unlink()
+    (dataset / "bad.csv").write_text("Names,Subtype\nc1,-1\n")
+    with pytest.raises(ValueError, match="subtypes must be 0..2"):
+        evaluate_folders(
+            dataset / "pred", dataset / "gt", dataset / "e", dataset / "bad.csv", dataset / "gt_subtypes.json"
+        )
     with pytest.raises(ValueError, match="tolerance_mm"):
         EvaluateConfig(tolerance_mm=-1)
 

@@ -22,7 +22,10 @@ def _lesion_logits(shape: tuple[int, ...], box: tuple[slice, ...]) -> torch.Tens
 def test_attention_head_pools_features_inside_the_lesion() -> None:
     torch.manual_seed(0)
     head = LesionAttentionHead(
-        HeadConfig(n_scales=2), encoder_channels=[4, 6], decoder_channels=[5, 3], num_subtypes=3
+        HeadConfig(kind="attention", n_scales=2),
+        encoder_channels=[4, 6],
+        decoder_channels=[5, 3],
+        num_subtypes=3,
     )
     head.mlp = nn.Identity()
     full = (8, 8, 8)
@@ -43,7 +46,7 @@ def test_attention_head_pools_features_inside_the_lesion() -> None:
 
 
 def test_attention_head_detach_and_channel_check() -> None:
-    head = LesionAttentionHead(HeadConfig(n_scales=1), [4, 6], [5, 3], 3)
+    head = LesionAttentionHead(HeadConfig(kind="attention", n_scales=1), [4, 6], [5, 3], 3)
     logits = torch.randn(1, 3, 4, 4, 4, requires_grad=True)
     head(
         [torch.randn(1, 4, 4, 4, 4), torch.randn(1, 6, 2, 2, 2)],
@@ -51,7 +54,9 @@ def test_attention_head_detach_and_channel_check() -> None:
         logits,
     ).sum().backward()
     assert logits.grad is None  # attention map detached by default
-    attached = LesionAttentionHead(HeadConfig(n_scales=1, detach_attention=False), [4, 6], [5, 3], 3)
+    attached = LesionAttentionHead(
+        HeadConfig(kind="attention", n_scales=1, detach_attention=False), [4, 6], [5, 3], 3
+    )
     attached(
         [torch.randn(1, 4, 4, 4, 4), torch.randn(1, 6, 2, 2, 2)],
         [torch.randn(1, 5, 2, 2, 2), torch.randn(1, 3, 4, 4, 4)],

@@ -51,6 +51,10 @@ def test_loss_falls_and_both_heads_get_gradients(tiny_preprocessed: Path, tmp_pa
             assert any(g is not None and float(g.abs().sum()) > 0 for g in seg_out)
             first_enc = next(tr.network.encoder.parameters()).grad
             assert first_enc is not None and float(first_enc.abs().sum()) > 0
+    # the classification loss only counts patches that show the lesion
+    no_lesion = {k: torch.from_numpy(v) for k, v in batches[0].items()}
+    no_lesion["seg"] = torch.where(no_lesion["seg"] == 2, 1, no_lesion["seg"])
+    assert tr.train_step(no_lesion, seed=0)[2] == 0.0
     seg = np.array([s for _, s, _ in losses])
     cls = np.array([c for _, _, c in losses])
     assert seg[-4:].mean() < 0.8 * seg[:4].mean(), seg
