@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# fastpanc's kernels and torch (hence nnU-Net) share one OpenMP runtime; both get passive waiting,
+# as the fastpanc CLI sets it (see fastpanc/cli.py). Set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -208,6 +208,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _prefer_passive_openmp() -> None:
+    """OpenMP threads (fastpanc's kernels and torch share one runtime) wait passively unless the user
+    chose otherwise: spinning at the end of each parallel pass costs 2-6x CPU time when the cores are
+    shared or oversubscribed (measured in benchmarks/RESULTS.md). Must run before torch is imported."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _setup_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -252,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _prefer_passive_openmp()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -262,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
+    _prefer_passive_openmp()
     parser = argparse.ArgumentParser(prog="fastpanc-predict", description="Predict pancreas, lesion and subtype.")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     _add_predict(parser)

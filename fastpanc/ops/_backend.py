@@ -45,11 +45,12 @@ def slow_paths_taken() -> dict[str, str]:
 
 def extension():
     """``fastpanc._C`` or ``None`` when it cannot be imported."""
+    from fastpanc._info import load_extension
+
     try:
-        from fastpanc import _C
+        return load_extension()
     except ImportError:
         return None
-    return _C
 
 
 def cpu_reason(*tensors: torch.Tensor, dtypes: Sequence[torch.dtype] | None = None) -> str | None:
