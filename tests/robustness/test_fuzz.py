@@ -21,8 +21,8 @@ from fastpanc.ops import (
     ct_normalize,
     ct_normalize_reference,
     resample,
+    resample_reference,
 )
-from fastpanc.ops import resample_reference
 
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
