@@ -4,8 +4,9 @@
 The model folder is ResEnc M with the real dataset's plans (``../shared/data/real/plans``) and a fixed
 random initialisation (``torch.manual_seed(0)``), saved in nnU-Net v2's format: no trained weights are
 available here. Each tool runs as its own command-line program (process start, reading, preprocessing,
-network, export, writing); peak memory is the largest resident set of the command and its children
-(``getrusage(RUSAGE_CHILDREN)`` in a wrapper process); on cuda fastpanc also prints its peak GPU memory.
+network, export, writing); peak memory is the largest resident set of any one process of the command
+(``getrusage(RUSAGE_CHILDREN)`` in a wrapper process; worker processes are not summed); on cuda fastpanc
+also prints its peak GPU memory.
 nnU-Net runs with its default worker counts (3 preprocessing, 3 export processes).
 Agreement with nnU-Net: fraction of equal voxels and per-label Dice of the masks.
 
@@ -85,7 +86,7 @@ def make_model_folder(path: Path, plans_file: Path, seed: int = 0) -> Path:
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS in GiB of the command and its children, stdout)."""
+    """(wall seconds, largest peak RSS in GiB of any one process of the command, stdout)."""
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", _WRAP, *cmd], capture_output=True, text=True, env=env)
     dt = time.perf_counter() - t0

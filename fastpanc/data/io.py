@@ -33,6 +33,8 @@ SPACING_RTOL = 1e-5
 ORIGIN_ATOL_MM = 1e-3
 DIRECTION_ATOL = 1e-5
 LABEL_ROUND_TOL = 1e-3
+# direction cosines must be orthonormal to this (headers round them; NIfTI to float32 ~1e-7)
+DIRECTION_ORTHO_ATOL = 1e-4
 
 _WRITABLE_DTYPES = (
     np.uint8,
@@ -88,6 +90,12 @@ class Geometry:
         if len(direction) != 9 or not all(np.isfinite(d) for d in direction):
             raise ValueError(
                 f"Geometry: direction must be 9 finite values (a row-major 3x3), got {self.direction}"
+            )
+        rows = np.asarray(direction).reshape(3, 3)
+        if not np.allclose(rows @ rows.T, np.eye(3), rtol=0.0, atol=DIRECTION_ORTHO_ATOL):
+            raise ValueError(
+                f"Geometry: direction must be direction cosines (an orthonormal 3x3, det +-1), got {self.direction} "
+                f"(determinant {np.linalg.det(rows):.6g}); fix the image header's orientation"
             )
         object.__setattr__(self, "spacing", spacing)
         object.__setattr__(self, "origin", origin)

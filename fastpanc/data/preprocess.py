@@ -10,6 +10,7 @@ is finished and a rerun skips it.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import logging
 import multiprocessing
@@ -208,6 +209,11 @@ def preprocess_dataset(
         for c in cases
         if not case_finished(out_dir, c.name)
     ]
+    for job in jobs:  # what a killed run left of these cases: hidden `.{file}.{pid}.tmp` files
+        for name in (f"{job.case.name}.npy", f"{job.case.name}_seg.npy", f"{job.case.name}.json"):
+            for tmp in out_dir.glob(f".{glob.escape(name)}.*.tmp"):
+                if tmp.name[len(name) + 2 : -len(".tmp")].isdigit():
+                    tmp.unlink(missing_ok=True)
     skipped = len(cases) - len(jobs)
     if skipped:
         log.info("skipping %d finished case(s)", skipped)

@@ -3,7 +3,9 @@ thread, writer thread. One bad case logs one line naming its file; the others st
 
 from __future__ import annotations
 
+import glob
 import logging
+import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +38,23 @@ def is_finished(case: Case, out_dir: Path, predictor: Predictor) -> bool:
     if predictor.config.save_probabilities:
         needed.append(out_dir / f"{case.name}.npz")
     return all(p.is_file() for p in needed)
+
+
+def remove_stale_temporaries(case: Case, out_dir: Path) -> None:
+    """Delete the hidden temporary files a killed run left for ``case`` (``.NAME.*.tmp`` beside its mask,
+    probabilities and subtype record). Only this case's names are touched, so parallel parts (which predict
+    disjoint cases into the same folder) never remove each other's files."""
+    targets = [out_dir / case.output_name, out_dir / f"{case.name}.npz", O.record_path(out_dir, case.name)]
+    for target in targets:
+        if not target.parent.is_dir():
+            continue
+        # tempfile's names: the prefix, 8 random characters, the suffix (so no other case's name can match)
+        for tmp in target.parent.glob(f".{glob.escape(target.name)}.{'?' * 8}.tmp"):
+            log.info("removing %s, left by an interrupted run", tmp)
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
 
 
 def _load(predictor: Predictor, case: Case):
@@ -79,6 +98,7 @@ def run_batch(
         if resume and is_finished(c, out_dir, predictor):
             report.skipped.append(c.name)
         else:
+            remove_stale_temporaries(c, out_dir)
             todo.append(c)
     if report.skipped:
         log.info("--continue: %d case(s) already finished, skipped", len(report.skipped))

@@ -164,9 +164,18 @@ def test_prediction_killed_mid_run_leaves_complete_files_and_continue_finishes(
     assert names[0] in done and len(done) < len(names)
     assert not (out / "subtype_results.csv").exists()  # the CSVs are built at the end of a run
 
+    # what a kill during a write leaves (whether this kill did depends on timing): hidden temporaries
+    unfinished = next(n for n in names if n not in done)
+    (out / f".{unfinished}.nii.gz.k1ll3d_x.tmp").mkdir()  # write_image's temporary folder
+    (out / f".{unfinished}.nii.gz.k1ll3d_x.tmp" / "image.nii.gz").write_bytes(b"half")
+    (out / ".fastpanc" / "subtypes").mkdir(parents=True, exist_ok=True)
+    (out / ".fastpanc" / "subtypes" / f".{unfinished}.json.abcd1234.tmp").write_text("{")
+    other = out / ".someone_else.nii.gz.abcd1234.tmp"  # not a case of this run: left alone
+    other.write_bytes(b"")
     text = _run(*args, "--mode", "exact", "--continue", log=tmp_path / "continue.log")
     assert f"skipped {len(done)} (--continue)" in text and f"predicted {len(names) - len(done)}," in text
     assert sorted(_complete_outputs(out)) == names
+    assert [p for p in out.rglob("*.tmp")] == [other]
     rows = (out / "subtype_results.csv").read_text().splitlines()
     assert rows[0] == "Names,Subtype" and sorted(r.split(",")[0] for r in rows[1:]) == [
         f"{n}.nii.gz" for n in names
@@ -177,7 +186,7 @@ def test_preprocessing_killed_mid_run_leaves_complete_files_and_a_rerun_finishes
     sys.path.insert(0, str(REPO / "tests" / "data"))
     from raw_fixture import make_raw_dataset
 
-    raw = make_raw_dataset(tmp_path / "Dataset997_Kill", n=10, shapes=[(40, 90, 90)] * 10)
+    raw = make_raw_dataset(tmp_path / "Dataset997_Kill", n=8, shapes=[(32, 80, 80)] * 8)
     plans = tmp_path / "plans.json"
     plans.write_text(json.dumps(inf.tiny_plans(spacing=(1.0, 0.5, 0.5))))
     out, log = tmp_path / "pre", tmp_path / "pre.log"
@@ -186,15 +195,20 @@ def test_preprocessing_killed_mid_run_leaves_complete_files_and_a_rerun_finishes
     _wait_for(proc, lambda: (out / "case_000.json").is_file(), log)
     _sigkill(proc)
     finished = sorted(p.stem for p in out.glob("case_*.json"))
-    assert 1 <= len(finished) < 10
+    assert 1 <= len(finished) < 8
     for p in out.glob("case_*.npy"):  # every visible array is complete (written under a temporary name first)
         arr = np.load(p, mmap_mode="r")
         assert arr.ndim == 4 and arr.shape[0] == 1, p
 
+    unfinished = next(f"case_{i:03d}" for i in range(8) if f"case_{i:03d}" not in finished)
+    stale = [out / f".{unfinished}.npy.99999.tmp", out / f".{unfinished}.json.99999.tmp"]
+    for p in stale:  # what a kill during a write leaves (whether this kill did depends on timing)
+        p.write_bytes(b"half")
     text = _run(*args, log=tmp_path / "rerun.log")
     assert "preprocessed into" in text
-    assert sorted(p.stem for p in out.glob("case_*.json")) == [f"case_{i:03d}" for i in range(10)]
-    for i in range(10):
+    assert list(out.glob(".*.tmp")) == []
+    assert sorted(p.stem for p in out.glob("case_*.json")) == [f"case_{i:03d}" for i in range(8)]
+    for i in range(8):
         name = f"case_{i:03d}"
         data, seg = np.load(out / f"{name}.npy"), np.load(out / f"{name}_seg.npy")
         props = json.loads((out / f"{name}.json").read_text())
