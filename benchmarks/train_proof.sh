@@ -42,6 +42,7 @@ cat > "$OUT/train_config.json" <<JSON
   "patch_size": [16, 48, 64],
   "optimizer": "adamw",
   "lr": 0.002,
+  "head": "pool",
   "lambda_cls": 1.0,
   "lambda_warmup_epochs": 2,
   "lambda_ramp_epochs": 4,
