@@ -206,7 +206,7 @@ def cases_dir(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def helpers():
+def builders():
     """The builders above, for tests (``--import-mode=importlib`` cannot import conftest by name)."""
     import types
 

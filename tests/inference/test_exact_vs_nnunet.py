@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from fastpanc.inference import PredictConfig, Predictor
 
 pytestmark = pytest.mark.nnunet
@@ -44,9 +45,9 @@ def _dice(a: np.ndarray, b: np.ndarray, label: int) -> float:
         ((8, 48, 40), (4.0, 1.0, 1.0), False),  # anisotropic: in-plane resize, nearest along z
     ],
 )
-def test_exact_mode_matches_nnunet(nnunet_model, helpers, shape, spacing, tta):
+def test_exact_mode_matches_nnunet(nnunet_model, builders, shape, spacing, tta):
     torch.set_num_threads(2)
-    image = helpers.synthetic_ct(shape, seed=3)
+    image = builders.synthetic_ct(shape, seed=3)
     image[:, :2] = 0.0  # a zero border the nonzero crop removes
     ref = _nnunet_predictor(nnunet_model, tta).predict_single_npy_array(
         image[None], {"spacing": list(spacing)}

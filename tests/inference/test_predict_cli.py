@@ -24,11 +24,11 @@ def _run(*argv: str) -> int:
     return predict_main(["--device", "cpu", *map(str, argv)])
 
 
-def test_geometry_preserved_exactly(tmp_path, nnunet_model, helpers, capsys):
+def test_geometry_preserved_exactly(tmp_path, nnunet_model, builders, capsys):
     direction = _orthonormal(OBLIQUE)
-    src = helpers.write_case(
+    src = builders.write_case(
         tmp_path / "in" / "obl_0000.nii.gz",
-        helpers.synthetic_ct((18, 34, 30), seed=4),
+        builders.synthetic_ct((18, 34, 30), seed=4),
         spacing=(2.7, 0.83, 0.91),
         origin=(-12.5, 33.25, 101.0),
         direction=direction,
@@ -78,10 +78,10 @@ def test_continue_skips_finished_cases(tmp_path, nnunet_model, cases_dir, capsys
     assert (out / "case_b.nii.gz").is_file()
 
 
-def test_parts_are_disjoint_and_complete(tmp_path, nnunet_model, helpers, monkeypatch):
+def test_parts_are_disjoint_and_complete(tmp_path, nnunet_model, builders, monkeypatch):
     d = tmp_path / "in"
     for i in range(3):
-        helpers.write_case(d / f"c{i}_0000.nii.gz", helpers.synthetic_ct((10, 24, 24), seed=i))
+        builders.write_case(d / f"c{i}_0000.nii.gz", builders.synthetic_ct((10, 24, 24), seed=i))
     outs = []
     for part in range(2):
         out = tmp_path / f"out{part}"

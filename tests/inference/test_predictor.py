@@ -36,8 +36,8 @@ def test_fast_mode_settings():
         PredictConfig(mode="quick")
 
 
-def test_arrays_in_both_modes_and_probabilities(nnunet_model, helpers):
-    image = helpers.synthetic_ct((16, 30, 34), seed=5)
+def test_arrays_in_both_modes_and_probabilities(nnunet_model, builders):
+    image = builders.synthetic_ct((16, 30, 34), seed=5)
     spacing = (2.5, 0.9, 0.8)
     exact = fastpanc.Predictor(
         nnunet_model, device="cpu", config=PredictConfig(tta=False, save_probabilities=True)
@@ -54,8 +54,8 @@ def test_arrays_in_both_modes_and_probabilities(nnunet_model, helpers):
     assert set(f.timings) >= {"preprocess", "network", "aggregate", "export"}
 
 
-def test_fold_ensemble_averages_subtype_probabilities(fastpanc_model, helpers):
-    image = helpers.synthetic_ct((12, 28, 28), seed=6)
+def test_fold_ensemble_averages_subtype_probabilities(fastpanc_model, builders):
+    image = builders.synthetic_ct((12, 28, 28), seed=6)
     cfg = PredictConfig(mode="fast")
     both = fastpanc.Predictor(fastpanc_model, device="cpu", config=cfg).predict_array(image, (2.0, 1.0, 1.0))
     singles = [
@@ -71,10 +71,10 @@ def test_fold_ensemble_averages_subtype_probabilities(fastpanc_model, helpers):
     assert not np.allclose(singles[0].subtype_probs, singles[1].subtype_probs)
 
 
-def test_roi_runs_only_inside_the_region(nnunet_model, helpers):
+def test_roi_runs_only_inside_the_region(nnunet_model, builders):
     from fastpanc.inference.roi import find_roi
 
-    image = helpers.synthetic_ct((16, 44, 44), seed=7)
+    image = builders.synthetic_ct((16, 44, 44), seed=7)
     p = fastpanc.Predictor(
         nnunet_model, device="cpu", config=PredictConfig(mode="fast", roi=True, roi_margin_mm=2.0)
     )
@@ -102,8 +102,8 @@ def test_bad_inputs_raise_clear_errors(nnunet_model, tmp_path):
         p.predict_array(np.ones((2, 8, 8, 8), np.float32), (1.0, 1.0, 1.0))
 
 
-def test_model_folder_checkpoint_choice(tmp_path, helpers):
-    folder = helpers.write_nnunet_folder(tmp_path / "m", helpers.tiny_plans(), folds=(0, 3))
+def test_model_folder_checkpoint_choice(tmp_path, builders):
+    folder = builders.write_nnunet_folder(tmp_path / "m", builders.tiny_plans(), folds=(0, 3))
     (folder / "fold_3" / "checkpoint_final.pth").rename(folder / "fold_3" / "checkpoint_best.pth")
     m = load_model_folder(folder)
     assert m.kind == "nnunet" and m.folds == ["0", "3"] and not m.multitask
