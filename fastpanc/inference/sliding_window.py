@@ -15,13 +15,10 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
-import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter
 
-from fastpanc.ops import accumulate
+from fastpanc.ops import accumulate, gaussian_map, sliding_window_starts
 
 log = logging.getLogger("fastpanc.inference")
 
@@ -41,47 +38,6 @@ class WindowPrediction:
     subtype_probs: torch.Tensor | None
     subtype_weighting: str | None
     num_windows: int
-
-
-def sliding_window_starts(size: Sequence[int], patch: Sequence[int], step: float) -> list[list[int]]:
-    """Window starts per axis (nnU-Net's ``compute_steps_for_sliding_window``); ``size >= patch`` per axis."""
-    if not 0 < step <= 1:
-        raise ValueError(f"step must be in (0, 1], got {step}")
-    starts = []
-    for s, p in zip(size, patch):
-        if s < p:
-            raise ValueError(
-                f"image size {tuple(size)} is smaller than the patch {tuple(patch)}; pad it first"
-            )
-        n = int(math.ceil((s - p) / (p * step))) + 1
-        stride = (s - p) / (n - 1) if n > 1 else 0.0
-        starts.append([int(np.round(stride * i)) for i in range(n)])
-    return starts
-
-
-@lru_cache(maxsize=4)
-def _gaussian_np(patch: tuple[int, ...], sigma_scale: float, value_scale: float) -> np.ndarray:
-    tmp = np.zeros(patch)
-    tmp[tuple(p // 2 for p in patch)] = 1
-    g = gaussian_filter(tmp, [p * sigma_scale for p in patch], 0, mode="constant", cval=0)
-    return g / (g.max() / value_scale)
-
-
-def gaussian_map(
-    patch: Sequence[int],
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    sigma_scale: float = 1.0 / 8,
-    value_scale: float = 10.0,
-) -> torch.Tensor:
-    """nnU-Net's Gaussian importance map, ``patch`` shaped, in ``dtype``; zeros (after the cast) are
-    replaced by the smallest nonzero value, as nnU-Net does."""
-    g = torch.from_numpy(_gaussian_np(tuple(int(p) for p in patch), sigma_scale, value_scale)).to(
-        device, dtype
-    )
-    zero = g == 0
-    g[zero] = g[~zero].min()
-    return g
 
 
 def padded_shape(
@@ -216,7 +172,7 @@ def predict_logits(
     data = data.to(device=device, dtype=torch.float32)
     starts = list(itertools.product(*sliding_window_starts(full, window, step)))
     if use_gaussian:
-        gauss = gaussian_map(window, device, accumulate_dtype)
+        gauss = gaussian_map(window, dtype=accumulate_dtype, device=device)
     else:
         gauss = torch.ones(window, device=device, dtype=accumulate_dtype)
 

@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastpanc.inference.sliding_window import (
-    aggregate_subtype,
-    gaussian_map,
-    padded_shape,
-    predict_logits,
-    sliding_window_starts,
-)
+from fastpanc.inference.sliding_window import aggregate_subtype, padded_shape, predict_logits
+from fastpanc.ops import gaussian_map, sliding_window_starts
 
 
 @pytest.mark.nnunet
