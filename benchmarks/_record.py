@@ -52,6 +52,8 @@ def record(
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(row, indent=2) + "\n")
     os.replace(tmp, path)
-    print(f"[{name} on {device}] nnU-Net {baseline_s:.4f} s, fastpanc {fastpanc_s:.4f} s: "
-          f"{row['ratio']:.2f}x", file=sys.stderr)
+    print(
+        f"[{name} on {device}] nnU-Net {baseline_s:.4f} s, fastpanc {fastpanc_s:.4f} s: {row['ratio']:.2f}x",
+        file=sys.stderr,
+    )
     return row

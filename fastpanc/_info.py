@@ -43,8 +43,15 @@ def build_info() -> dict[str, Any]:
     try:
         ext = load_extension()
     except ImportError as exc:
-        info.update(extension=False, extension_error=str(exc), openmp=False, threads=1,
-                    cuda_compiled=False, cuda_archs=[], ops=[])
+        info.update(
+            extension=False,
+            extension_error=str(exc),
+            openmp=False,
+            threads=1,
+            cuda_compiled=False,
+            cuda_archs=[],
+            ops=[],
+        )
     else:
         info.update(
             extension=True,

@@ -40,9 +40,14 @@ def _run_info(args: argparse.Namespace) -> int:
 def _add_convert(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="challenge layout (train/ validation/ test/) or an nnU-Net raw dataset")
     p.add_argument("dst", help="output nnU-Net v2 raw dataset folder")
-    p.add_argument("--subtypes", help="case -> subtype mapping (JSON or CSV) when SRC is an nnU-Net raw dataset")
-    p.add_argument("--allow-broken", action="store_true",
-                   help="write the dataset even when some cases fail the checks (they are left out)")
+    p.add_argument(
+        "--subtypes", help="case -> subtype mapping (JSON or CSV) when SRC is an nnU-Net raw dataset"
+    )
+    p.add_argument(
+        "--allow-broken",
+        action="store_true",
+        help="write the dataset even when some cases fail the checks (they are left out)",
+    )
 
 
 def _run_convert(args: argparse.Namespace) -> int:
@@ -58,9 +63,13 @@ def _add_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-cases", type=int, default=0, help="unlabeled test images to write as well")
     p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of cases in validation/")
-    p.add_argument("--size-scale", type=float, default=1.0,
-                   help="voxels per axis relative to real-like crops: the spacing is coarsened by 1/X, the anatomy "
-                        "keeps its size in mm (smaller is faster; 1.0 gives real-like crop sizes and spacings)")
+    p.add_argument(
+        "--size-scale",
+        type=float,
+        default=1.0,
+        help="voxels per axis relative to real-like crops: the spacing is coarsened by 1/X, the anatomy "
+        "keeps its size in mm (smaller is faster; 1.0 gives real-like crop sizes and spacings)",
+    )
     p.add_argument("-j", "--workers", type=int, default=1)
 
 
@@ -73,9 +82,13 @@ def _run_synth(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- plan
 def _add_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", nargs="?", help="nnU-Net v2 raw dataset folder")
-    p.add_argument("--from-fingerprint", metavar="FILE", help="plan from an existing dataset_fingerprint.json")
+    p.add_argument(
+        "--from-fingerprint", metavar="FILE", help="plan from an existing dataset_fingerprint.json"
+    )
     p.add_argument("-o", "--output", help="plans.json to write (default DATASET/plans.json)")
-    p.add_argument("--gpu-memory-gb", type=float, default=8.0, help="memory target of the planner (ResEnc M: 8)")
+    p.add_argument(
+        "--gpu-memory-gb", type=float, default=8.0, help="memory target of the planner (ResEnc M: 8)"
+    )
     p.add_argument("-j", "--workers", type=int, default=2)
 
 
@@ -109,8 +122,11 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int)
     g.add_argument("--minutes", type=float)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run saved in OUTPUT/fold_K/checkpoint_latest.pth exactly (same config)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in OUTPUT/fold_K/checkpoint_latest.pth exactly (same config)",
+    )
     p.add_argument("--fold", type=int, default=0)
 
 
@@ -122,14 +138,21 @@ def _run_train(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- predict
 def _add_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-i", "--input", required=True, nargs="+",
-                   help="a folder of {CASE}_{XXXX}.{ext} files, a list of files, or a glob")
+    p.add_argument(
+        "-i",
+        "--input",
+        required=True,
+        nargs="+",
+        help="a folder of {CASE}_{XXXX}.{ext} files, a list of files, or a glob",
+    )
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("-m", "--model", required=True, help="fastpanc or nnU-Net v2 model folder")
     p.add_argument("--folds", nargs="+", default=None, help="folds to ensemble (default: all found)")
     p.add_argument("--checkpoint", default=None, help="checkpoint file name (default: final, else best)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--tta", dest="tta", action="store_true", default=None, help="mirroring test-time augmentation")
+    p.add_argument(
+        "--tta", dest="tta", action="store_true", default=None, help="mirroring test-time augmentation"
+    )
     p.add_argument("--no-tta", dest="tta", action="store_false")
     p.add_argument("--step", type=float, default=None, help="sliding-window step as a fraction of the patch")
     p.add_argument("--mode", choices=["exact", "fast"], default="exact")
@@ -154,7 +177,9 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt", required=True, help="folder of reference masks")
     p.add_argument("--pred-subtypes", help="subtype_results.csv written by the predictor")
     p.add_argument("--gt-subtypes", help="subtype_mapping.json (or CSV) of the reference")
-    p.add_argument("-o", "--output", required=True, help="output folder: summary.json, cases.csv and PNG figures")
+    p.add_argument(
+        "-o", "--output", required=True, help="output folder: summary.json, cases.csv and PNG figures"
+    )
     p.add_argument("--tolerance-mm", type=float, default=2.0, help="normalised surface Dice tolerance")
     p.add_argument("--images", help="folder of the CT images ({CASE}_0000.nii.gz) to draw the overlays on")
 
@@ -172,9 +197,15 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic cohorts and of training")
     p.add_argument("--cases", type=int, default=16, help="synthetic training cases (default 16)")
-    p.add_argument("--heldout-cases", type=int, default=6, help="synthetic held-out cases to evaluate (default 6)")
-    p.add_argument("--size-scale", type=float, default=0.5,
-                   help="field-of-view scale of the synthetic CT (default 0.5; 1.0 gives real-like crop sizes)")
+    p.add_argument(
+        "--heldout-cases", type=int, default=6, help="synthetic held-out cases to evaluate (default 6)"
+    )
+    p.add_argument(
+        "--size-scale",
+        type=float,
+        default=0.5,
+        help="field-of-view scale of the synthetic CT (default 0.5; 1.0 gives real-like crop sizes)",
+    )
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -183,7 +214,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     return demo_command(args)
 
 
-COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+COMMANDS: dict[
+    str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+] = {
     "info": ("show version, build and device facts", _add_info, _run_info),
     "convert": ("challenge layout -> nnU-Net v2 raw dataset", _add_convert, _run_convert),
     "synth": ("write a synthetic abdominal CT cohort", _add_synth, _run_synth),
@@ -197,8 +230,13 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-                                         PermissionError]
+    errors: list[type[BaseException]] = [
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        PermissionError,
+    ]
     try:
         from fastpanc.ops._backend import BackendUnavailableError
 
@@ -251,7 +289,9 @@ class _VersionAction(argparse.Action):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastpanc", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action=_VersionAction)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: info, -vv: debug and tracebacks")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="-v: info, -vv: debug and tracebacks"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, add, _run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -273,7 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
     _prefer_passive_openmp()
-    parser = argparse.ArgumentParser(prog="fastpanc-predict", description="Predict pancreas, lesion and subtype.")
+    parser = argparse.ArgumentParser(
+        prog="fastpanc-predict", description="Predict pancreas, lesion and subtype."
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0)
     _add_predict(parser)
     args = parser.parse_args(argv)

@@ -39,16 +39,18 @@ def shared_data_dir() -> Path | None:
 def shared_data() -> Path:
     d = shared_data_dir()
     if d is None:
-        pytest.skip("real CT data not found: expected ../shared/data next to the repository "
-                    "(or set FASTPANC_SHARED_DATA)")
+        pytest.skip(
+            "real CT data not found: expected ../shared/data next to the repository "
+            "(or set FASTPANC_SHARED_DATA)"
+        )
     return d
 
 
 @pytest.fixture(scope="session")
 def cuda_ok() -> None:
-    from fastpanc.ops._backend import cuda_reason
-
     import torch
+
+    from fastpanc.ops._backend import cuda_reason
 
     why = cuda_reason(torch.empty(1, device="cuda") if _gpu_present() else torch.empty(1))
     if why is not None:

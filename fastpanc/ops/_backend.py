@@ -79,7 +79,9 @@ def cuda_reason(*tensors: torch.Tensor, dtypes: Sequence[torch.dtype] | None = N
         if t.device.type != "cuda":
             return f"the CUDA kernel needs CUDA tensors, got a tensor on {t.device}"
         if dtypes is not None and t.dtype not in dtypes:
-            return f"the CUDA kernel does not support dtype {t.dtype} (supported: {', '.join(map(str, dtypes))})"
+            return (
+                f"the CUDA kernel does not support dtype {t.dtype} (supported: {', '.join(map(str, dtypes))})"
+            )
     return None
 
 
