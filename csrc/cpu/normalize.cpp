@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "half.h"
 
@@ -47,8 +48,42 @@ void run(const View4& x, std::uintptr_t out, float lo, float hi, float mean, flo
   }
 }
 
+// Contiguous input, float32 output: one flat loop over chunks that the compiler vectorises; the clip is
+// written with comparisons so that NaN propagates (v < lo and v > hi are both false for NaN).
+template <typename In>
+void run_flat_f32(const In* in, float* out, int64_t n, float lo, float hi, float mean, float inv_std) {
+  constexpr int64_t kChunk = 1 << 15;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (chunks > 8)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t b = c * kChunk, e = std::min(n, b + kChunk);
+    for (int64_t i = b; i < e; ++i) {
+      float v = static_cast<float>(in[i]);
+      v = v < lo ? lo : v;
+      v = v > hi ? hi : v;
+      out[i] = (v - mean) * inv_std;
+    }
+  }
+}
+
+bool is_contiguous(const View4& x) {
+  int64_t expected = 1;
+  for (int d = 3; d >= 0; --d) {
+    if (x.shape[d] != 1 && x.stride[d] != expected) return false;
+    expected *= x.shape[d];
+  }
+  return true;
+}
+
 template <typename In>
 void dispatch_out(const View4& x, std::uintptr_t out, DType od, float lo, float hi, float mean, float inv_std) {
+  if constexpr (!std::is_same<In, uint16_t>::value && !std::is_same<In, Bf16>::value) {  // not half types
+    if (od == DType::f32 && is_contiguous(x)) {
+      run_flat_f32<In>(reinterpret_cast<const In*>(x.ptr), reinterpret_cast<float*>(out), x.numel(), lo, hi, mean,
+                       inv_std);
+      return;
+    }
+  }
   switch (od) {
     case DType::f32:
       run<In>(x, out, lo, hi, mean, inv_std,
