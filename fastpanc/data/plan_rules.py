@@ -109,22 +109,39 @@ def _features(n_stages: int, max_features: int) -> list[int]:
     return [min(max_features, BASE_FEATURES * 2**i) for i in range(n_stages)]
 
 
-def _arch(topo, ndim: int) -> dict[str, Any]:
-    n = topo.n_stages
-    conv = "torch.nn.modules.conv.Conv3d" if ndim == 3 else "torch.nn.modules.conv.Conv2d"
-    norm = f"torch.nn.modules.instancenorm.InstanceNorm{ndim}d"
+def resenc_architecture(
+    features_per_stage: list[int],
+    kernel_sizes: list[list[int]],
+    strides: list[list[int]],
+    n_blocks_per_stage: list[int],
+    n_conv_per_stage_decoder: list[int],
+    ndim: int = 3,
+) -> dict[str, Any]:
+    """The ``architecture`` entry of an nnU-Net v2 plans configuration for a ResidualEncoderUNet
+    (InstanceNorm with affine, LeakyReLU, conv bias, no dropout), as nnU-Net's ResEnc planners write it."""
+    if ndim not in (2, 3):
+        raise ValueError(f"ndim must be 2 or 3, got {ndim}")
+    n = len(features_per_stage)
+    if not (
+        len(kernel_sizes) == len(strides) == len(n_blocks_per_stage) == n
+        and len(n_conv_per_stage_decoder) == n - 1
+    ):
+        raise ValueError(
+            f"per-stage lists must have {n} entries (decoder: {n - 1}); got kernels {len(kernel_sizes)}, "
+            f"strides {len(strides)}, blocks {len(n_blocks_per_stage)}, decoder {len(n_conv_per_stage_decoder)}"
+        )
     return {
         "network_class_name": NETWORK_CLASS,
         "arch_kwargs": {
             "n_stages": n,
-            "features_per_stage": _features(n, MAX_FEATURES_3D if ndim == 3 else MAX_FEATURES_2D),
-            "conv_op": conv,
-            "kernel_sizes": [list(k) for k in topo.kernel_sizes],
-            "strides": [list(s) for s in topo.strides],
-            "n_blocks_per_stage": list(BLOCKS_PER_STAGE_ENCODER[:n]),
-            "n_conv_per_stage_decoder": list(BLOCKS_PER_STAGE_DECODER[: n - 1]),
+            "features_per_stage": [int(f) for f in features_per_stage],
+            "conv_op": f"torch.nn.modules.conv.Conv{ndim}d",
+            "kernel_sizes": [list(k) for k in kernel_sizes],
+            "strides": [list(s) for s in strides],
+            "n_blocks_per_stage": [int(b) for b in n_blocks_per_stage],
+            "n_conv_per_stage_decoder": [int(c) for c in n_conv_per_stage_decoder],
             "conv_bias": True,
-            "norm_op": norm,
+            "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{ndim}d",
             "norm_op_kwargs": {"eps": 1e-05, "affine": True},
             "dropout_op": None,
             "dropout_op_kwargs": None,
@@ -133,6 +150,18 @@ def _arch(topo, ndim: int) -> dict[str, Any]:
         },
         "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
     }
+
+
+def _arch(topo, ndim: int) -> dict[str, Any]:
+    n = topo.n_stages
+    return resenc_architecture(
+        _features(n, MAX_FEATURES_3D if ndim == 3 else MAX_FEATURES_2D),
+        topo.kernel_sizes,
+        topo.strides,
+        list(BLOCKS_PER_STAGE_ENCODER[:n]),
+        list(BLOCKS_PER_STAGE_DECODER[: n - 1]),
+        ndim,
+    )
 
 
 class Planner:

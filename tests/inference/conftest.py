@@ -11,6 +11,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from fastpanc.data.plan_rules import resenc_architecture
+
 LABELS = {"background": 0, "pancreas": 1, "lesion": 2}
 # nnU-Net's CT statistics of the real dataset (plans' foreground_intensity_properties_per_channel)
 CT_PROPS = {
@@ -28,26 +30,9 @@ CT_PROPS = {
 
 def tiny_plans(patch=(16, 32, 32), spacing=(2.0, 1.0, 1.0)) -> dict:
     """nnU-Net v2 plans of a 3-stage ResidualEncoderUNet (4/8/16 features): fast on a CPU."""
-    arch = {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
-        "arch_kwargs": {
-            "n_stages": 3,
-            "features_per_stage": [4, 8, 16],
-            "conv_op": "torch.nn.modules.conv.Conv3d",
-            "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3]],
-            "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
-            "n_blocks_per_stage": [1, 1, 1],
-            "n_conv_per_stage_decoder": [1, 1],
-            "conv_bias": True,
-            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-            "dropout_op": None,
-            "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU",
-            "nonlin_kwargs": {"inplace": True},
-        },
-        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-    }
+    arch = resenc_architecture(
+        [4, 8, 16], [[1, 3, 3], [3, 3, 3], [3, 3, 3]], [[1, 1, 1], [2, 2, 2], [2, 2, 2]], [1, 1, 1], [1, 1]
+    )
     cfg = {
         "data_identifier": "nnUNetPlans_3d_fullres",
         "preprocessor_name": "DefaultPreprocessor",

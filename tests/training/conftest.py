@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fastpanc.data.plan_rules import resenc_architecture
+
 LESION_INTENSITY = (-1.5, 0.2, 3.0)  # per subtype; pancreas is 1.0, background ~0
 
 
@@ -18,26 +20,9 @@ def tiny_plans(
 ) -> dict:
     """nnU-Net v2 plans with a small ResEnc U-Net (one stride-1 stage, then stride 2)."""
     n = len(features)
-    arch = {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
-        "arch_kwargs": {
-            "n_stages": n,
-            "features_per_stage": list(features),
-            "conv_op": "torch.nn.modules.conv.Conv3d",
-            "kernel_sizes": [[3, 3, 3]] * n,
-            "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n - 1),
-            "n_blocks_per_stage": [1] * n,
-            "n_conv_per_stage_decoder": [1] * (n - 1),
-            "conv_bias": True,
-            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-            "dropout_op": None,
-            "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU",
-            "nonlin_kwargs": {"inplace": True},
-        },
-        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-    }
+    arch = resenc_architecture(
+        list(features), [[3, 3, 3]] * n, [[1, 1, 1]] + [[2, 2, 2]] * (n - 1), [1] * n, [1] * (n - 1)
+    )
     return {
         "dataset_name": "Dataset900_Tiny",
         "plans_name": "nnUNetResEncUNetMPlans",
