@@ -5,7 +5,7 @@
 # on a separate cohort (seed 1) that training never saw, through the full predictor on the raw images.
 #
 # Usage: benchmarks/train_proof.sh [OUT]   (env: MINUTES=18 CASES=60 TEST_CASES=15 SCALE=0.4 JOBS=2,
-#        DATA=<OUT of an earlier run> to reuse its data)
+#        PATCH="16, 48, 64" (z, y, x), DATA=<OUT of an earlier run> to reuse its data)
 set -euo pipefail
 # One intra-op thread: on a shared 2-core machine, OpenMP threads spin-waiting for each other under
 # oversubscription made a training step ~10x slower than one thread (measured 0.7 s vs 10 s).
@@ -15,6 +15,7 @@ MINUTES="${MINUTES:-18}"
 CASES="${CASES:-60}"
 TEST_CASES="${TEST_CASES:-15}"
 SCALE="${SCALE:-0.4}"
+PATCH="${PATCH:-16, 48, 64}"
 JOBS="${JOBS:-2}"
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -32,14 +33,15 @@ else
 fi
 
 # The small CPU configuration: the planned ResEnc network at a quarter of the features (8..64), 4 stages of one
-# residual block each, patch 16 x 48 x 64 (the plan's is 24 x 48 x 80), batch 2, AdamW with poly LR.
+# residual block each, patch 16 x 48 x 64 (the plan's is 24 x 48 x 80 at SCALE=0.4), batch 2, AdamW with poly LR.
+# (At SCALE=0.7, PATCH="20, 64, 80" was tried: worse, see benchmarks/RESULTS.md.)
 cat > "$OUT/train_config.json" <<JSON
 {
   "minutes": $MINUTES,
   "iterations_per_epoch": 40,
   "val_iterations": 4,
   "batch_size": 2,
-  "patch_size": [16, 48, 64],
+  "patch_size": [$PATCH],
   "optimizer": "adamw",
   "lr": 0.002,
   "head": "pool",
