@@ -15,7 +15,7 @@
 #            smallest one, real/plans/: nnU-Net's plans and fingerprint. gpu_check.sh points
 #            FASTPANC_SHARED_DATA here.
 #
-# The device tool carries at most 64 MiB in all; the script prints the total and fails above 60 MiB.
+# A remote GPU run carries at most 64 MiB of files in all; the script prints the total and fails above 60 MiB.
 # SimpleITK's wheel (53 MB) is most of it, which is why only two images go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,7 +76,7 @@ ls -la .whl .carry/real/test_images
 total=$(du -sbc .whl .carry | tail -1 | cut -f1)
 echo "== total to carry: $((total / 1024 / 1024)) MiB (.whl + .carry; the working tree comes on top)"
 if [ "$total" -gt $((60 * 1024 * 1024)) ]; then
-  echo "error: more than 60 MiB; the device tool carries 64 MiB in all" >&2
+  echo "error: more than 60 MiB; a remote GPU run carries 64 MiB in all" >&2
   exit 1
 fi
 echo "carry with: carry=[\".whl\", \".carry\"]; then run: OUT=\$OUT bash benchmarks/gpu_check.sh"
