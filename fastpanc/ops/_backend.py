@@ -31,6 +31,18 @@ DTYPE_CODES: dict[torch.dtype, int] = {
     torch.int8: 8,
 }
 
+# image dtypes every fastpanc image kernel reads (normalisation, resampling)
+IMAGE_DTYPES: tuple[torch.dtype, ...] = (
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.float64,
+    torch.int16,
+    torch.int32,
+    torch.uint8,
+    torch.int8,
+)
+
 _slow_paths: dict[str, str] = {}
 
 

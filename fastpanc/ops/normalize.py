@@ -6,16 +6,7 @@ import torch
 
 from fastpanc.ops import _backend as B
 
-_IN_DTYPES = (
-    torch.float32,
-    torch.float16,
-    torch.bfloat16,
-    torch.float64,
-    torch.int16,
-    torch.int32,
-    torch.uint8,
-    torch.int8,
-)
+_IN_DTYPES = B.IMAGE_DTYPES
 _OUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 

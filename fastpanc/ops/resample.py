@@ -22,16 +22,7 @@ from fastpanc.ops import _resample_ref as R
 
 log = logging.getLogger("fastpanc.ops")
 
-IMAGE_DTYPES = (
-    torch.float32,
-    torch.float16,
-    torch.bfloat16,
-    torch.float64,
-    torch.int16,
-    torch.int32,
-    torch.uint8,
-    torch.int8,
-)
+IMAGE_DTYPES = B.IMAGE_DTYPES
 OUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _ORDERS = (0, 1, 3)
 

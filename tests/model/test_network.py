@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from fastpanc.data.plan_rules import resenc_architecture
 from fastpanc.model import ArchConfig, HeadConfig, MultitaskResEncUNet, arch_from_plans
 from fastpanc.model.losses import LossConfig, MultitaskLoss
 
@@ -140,22 +141,9 @@ def _plans(arch_kwargs: dict) -> dict:
     }
 
 
-BASE_KW = {
-    "n_stages": 3,
-    "features_per_stage": [4, 8, 8],
-    "conv_op": "torch.nn.modules.conv.Conv3d",
-    "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3]],
-    "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
-    "n_blocks_per_stage": [1, 1, 1],
-    "n_conv_per_stage_decoder": [1, 1],
-    "conv_bias": True,
-    "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-    "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-    "dropout_op": None,
-    "dropout_op_kwargs": None,
-    "nonlin": "torch.nn.LeakyReLU",
-    "nonlin_kwargs": {"inplace": True},
-}
+BASE_KW = resenc_architecture(
+    [4, 8, 8], [[1, 3, 3], [3, 3, 3], [3, 3, 3]], [[1, 1, 1], [1, 2, 2], [2, 2, 2]], [1, 1, 1], [1, 1]
+)["arch_kwargs"]
 
 
 def test_arch_from_plans_and_inheritance() -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from fastpanc.data.plan_rules import resenc_architecture
 from fastpanc.model import HeadConfig, MultitaskResEncUNet
 from fastpanc.model.nnunet_compat import (
     build_from_nnunet_folder,
@@ -29,24 +30,13 @@ DATASET_JSON = {
 
 def tiny_plans(features: list[int] | None = None) -> dict:
     """A 3-stage ResEnc plans dict written by hand (no real data needed)."""
-    kw = {
-        "n_stages": 3,
-        "features_per_stage": features or [4, 8, 8],
-        "conv_op": "torch.nn.modules.conv.Conv3d",
-        "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3]],
-        "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
-        "n_blocks_per_stage": [1, 1, 1],
-        "n_conv_per_stage_decoder": [1, 1],
-        "conv_bias": True,
-        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-        "dropout_op": None,
-        "dropout_op_kwargs": None,
-        "nonlin": "torch.nn.LeakyReLU",
-        "nonlin_kwargs": {"inplace": True},
-    }
-    name = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
-    arch = {"network_class_name": name, "arch_kwargs": kw, "_kw_requires_import": ["conv_op", "norm_op"]}
+    arch = resenc_architecture(
+        features or [4, 8, 8],
+        [[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+        [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+        [1, 1, 1],
+        [1, 1],
+    )
     return {"configurations": {"3d_fullres": {"architecture": arch}}}
 
 
