@@ -16,7 +16,8 @@ import logging
 import os
 import shutil
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,9 @@ from fastpanc.data.class_locations import int_rows_json
 from fastpanc.data.raw_dataset import RawCase, label_values, load_dataset_json, load_json_file, training_cases
 
 log = logging.getLogger(__name__)
+
+# decoded cases the read-ahead may hold before the workers take them
+READ_AHEAD_BYTES = 2 << 30
 
 # ``preprocess_case`` (fastpanc.data.preprocess_case) is also importable from here, lazily (module __getattr__)
 __all__ = ["PreprocessJob", "preprocess_dataset", "preprocess_command", "case_finished"]
@@ -81,8 +85,11 @@ def _save_json(path: Path, obj: Any) -> None:
     _save_text(path, json.dumps(obj, indent=1) + "\n")
 
 
-def run_job(job: PreprocessJob) -> None:
-    """Read, preprocess and write one case."""
+CaseArrays = tuple[np.ndarray, Any, np.ndarray]  # (image (C, Z, Y, X), Geometry, labels (Z, Y, X))
+
+
+def read_job(job: PreprocessJob) -> CaseArrays:
+    """Read one case's image and labels and check that they belong together."""
     from fastpanc.data.io import read_case, read_labels
 
     if job.case.label is None:
@@ -96,8 +103,14 @@ def run_job(job: PreprocessJob) -> None:
     why = geometry.mismatch(lab_geometry)
     if why is not None:
         raise ValueError(f"image and label differ in geometry: {why}")
+    return image, geometry, labels
+
+
+def process_job(job: PreprocessJob, arrays: CaseArrays) -> None:
+    """Preprocess one case that :func:`read_job` read, and write it."""
     from fastpanc.data.preprocess_case import preprocess_case
 
+    image, geometry, labels = arrays
     fg = [v for v in job.labels if v != 0]
     data, seg, props = preprocess_case(
         image,
@@ -119,6 +132,85 @@ def run_job(job: PreprocessJob) -> None:
     _save_text(job.out_dir / f"{name}.json", f'{head[:-1]},"class_locations":{{{body}}}}}\n')
 
 
+def _one_line(exc: BaseException) -> str:
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {msg}"
+
+
+class ReadAhead:
+    """Reads cases in background threads ahead of the workers that process them, within a memory budget.
+
+    Decoding (SimpleITK) releases the GIL, so the first cases are read while the main thread is still
+    importing torch, and later ones while the workers compute. At most ``threads`` reads run at once, and
+    no new read starts while the cases read but not yet taken hold ``budget_bytes`` or more (one case is
+    always allowed, however large). :meth:`take` hands a case over in job order.
+    """
+
+    def __init__(self, jobs: list[PreprocessJob], threads: int, budget_bytes: int = READ_AHEAD_BYTES) -> None:
+        self.jobs = jobs
+        self._threads = max(1, threads)
+        self._budget = budget_bytes
+        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="fastpanc-read")
+        self._cond = threading.Condition()
+        self._futures: dict[int, Future] = {}
+        self._running = 0  # reads submitted and not finished
+        self._held = 0  # bytes of finished reads not yet taken
+        self._next = 0
+        self._closed = False
+        with self._cond:
+            self._submit_more()
+
+    def _submit_more(self) -> None:  # called with the lock held
+        while (
+            not self._closed
+            and self._next < len(self.jobs)
+            and self._running < self._threads
+            and (self._held < self._budget or (self._held == 0 and self._running == 0))
+        ):
+            i = self._next
+            self._next += 1
+            self._running += 1
+            fut = self._pool.submit(read_job, self.jobs[i])
+            self._futures[i] = fut
+            fut.add_done_callback(self._finished)
+
+    def _finished(self, fut: Future) -> None:
+        size = 0
+        if not fut.cancelled() and fut.exception() is None:
+            image, _, labels = fut.result()
+            size = image.nbytes + labels.nbytes
+        with self._cond:
+            self._running -= 1
+            fut.fastpanc_bytes = size  # type: ignore[attr-defined]
+            self._held += size
+            self._submit_more()
+            self._cond.notify_all()
+
+    def take(self, index: int) -> CaseArrays:
+        """The arrays of job ``index`` (blocks until read); raises what reading it raised."""
+        with self._cond:
+            while index not in self._futures or not hasattr(self._futures[index], "fastpanc_bytes"):
+                if self._closed:
+                    raise RuntimeError("read-ahead closed")
+                self._cond.wait()
+            fut = self._futures.pop(index)
+            self._held -= fut.fastpanc_bytes
+            self._submit_more()
+        return fut.result()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _thread_init() -> None:
     """Each worker thread runs the OpenMP kernels of fastpanc._C on one thread (the setting is per thread)."""
     from fastpanc.ops._backend import extension
@@ -128,13 +220,13 @@ def _thread_init() -> None:
         ext.set_num_threads(1)
 
 
-def _run_safe(job: PreprocessJob) -> tuple[str, str | None]:
+def _process_safe(reader: ReadAhead, index: int) -> tuple[str, str | None]:
+    job = reader.jobs[index]
     try:
-        run_job(job)
+        process_job(job, reader.take(index))
         return job.case.name, None
     except Exception as exc:  # reported per case; the other cases go on
-        msg = " ".join(str(exc).split()) or type(exc).__name__
-        return job.case.name, f"{type(exc).__name__}: {msg}"
+        return job.case.name, _one_line(exc)
 
 
 def _copy_side_files(dataset: Path, plans: dict[str, Any], out_dir: Path) -> None:
@@ -202,20 +294,24 @@ def preprocess_dataset(
     if skipped:
         log.info("skipping %d finished case(s)", skipped)
     errors: dict[str, str] = {}
-    with tqdm(total=len(cases), initial=skipped, desc="preprocess", unit="case") as bar:
+    with (
+        tqdm(total=len(cases), initial=skipped, desc="preprocess", unit="case") as bar,
+        ReadAhead(jobs, workers) as reader,
+    ):
+        # Threads, not processes: image decoding (SimpleITK) and fastpanc's kernels release the GIL, and a
+        # thread pool costs nothing to start, where worker processes pay a torch import (~1.5 s each). The
+        # read-ahead has started decoding the first cases; they arrive while this thread imports torch.
         if workers == 1 or len(jobs) <= 1:
-            for job in jobs:
-                _report(*_run_safe(job), errors, bar)
+            for i in range(len(jobs)):
+                _report(*_process_safe(reader, i), errors, bar)
         else:
-            # Threads, not processes: image decoding (SimpleITK) and fastpanc's kernels release the GIL,
-            # and a thread pool costs nothing to start, where worker processes pay a torch import (~1.5 s).
             import torch
 
             torch_threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
                 with ThreadPoolExecutor(min(workers, len(jobs)), initializer=_thread_init) as pool:
-                    for name, err in pool.map(_run_safe, jobs):
+                    for name, err in pool.map(lambda i: _process_safe(reader, i), range(len(jobs))):
                         _report(name, err, errors, bar)
             finally:
                 torch.set_num_threads(torch_threads)

@@ -223,3 +223,50 @@ def test_real_raw_case_equals_nnunet(shared_data: Path):
     assert np.array_equal(seg.numpy(), ref_seg)
     for k in (1, 2):
         assert np.array_equal(props["class_locations"][k], ref_props["class_locations"][k])
+
+
+def test_read_ahead_keeps_order_budget_and_errors(raw: Path, plans: dict, tmp_path: Path, monkeypatch):
+    """Cases come out in job order, a read error surfaces at its own case, and the budget bounds what is held."""
+    import threading
+
+    import fastpanc.data.preprocess as P
+    from fastpanc.data.raw_dataset import load_dataset_json, training_cases
+
+    cases = training_cases(raw, load_dataset_json(raw), require_labels=False)
+    jobs = [P.PreprocessJob(c, tmp_path, {}, {}, (0, 1, 2), (0, 1, 2), None) for c in cases]
+    broken = P.PreprocessJob(
+        cases[0].__class__(cases[1].name, cases[1].images, None), tmp_path, {}, {}, (0, 1, 2), (0, 1, 2), None
+    )
+    jobs = [jobs[0], broken, jobs[2], jobs[0], jobs[2]]
+    real_read = P.read_job
+    lock, active, most = threading.Lock(), [0], [0]
+
+    def counting_read(job):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            return real_read(job)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(P, "read_job", counting_read)
+    sizes = [sum(a.nbytes for a in real_read(j)[::2]) for j in (jobs[0], jobs[2])]
+    one_case, largest = min(sizes), max(sizes)
+    with P.ReadAhead(jobs, threads=2, budget_bytes=one_case) as reader:
+        with reader._cond:  # wait until the read-ahead has stopped at its budget
+            assert reader._cond.wait_for(
+                lambda: reader._running == 0 and reader._held >= one_case, timeout=30
+            )
+            held, started = reader._held, reader._next
+        # the budget plus what the other reader thread was already reading when it filled; the rest waits
+        assert one_case <= held <= one_case + largest
+        assert started < len(jobs)
+        image, _, labels = reader.take(0)
+        np.testing.assert_array_equal(image, real_read(jobs[0])[0])
+        with pytest.raises(FileNotFoundError, match="label file missing"):
+            reader.take(1)
+        for i in (2, 3, 4):
+            assert reader.take(i)[0].shape == real_read(jobs[i])[0].shape
+    assert most[0] <= 2
