@@ -59,9 +59,14 @@ def export_prediction(
             full = background.expand(-1, *prep.shape).clone()
             full[(slice(None), *(slice(a, b) for a, b in prep.bbox))] = probs
             probs_full = full.cpu().numpy()
-    if method == "resample_logits":
-        labels = resampled.argmax(0).to(torch.uint8)
-    else:
-        labels = resample_labels(logits.argmax(0).to(torch.uint8), prep.cropped_shape, mode="nearest")
-    full_labels = paste(labels, prep.shape, prep.bbox, fill=0)
-    return full_labels.cpu().numpy(), probs_full
+    if method == "argmax_nearest":
+        return export_labels(logits.argmax(0).to(torch.uint8), prep), probs_full
+    labels = resampled.argmax(0).to(torch.uint8)
+    return paste(labels, prep.shape, prep.bbox, fill=0).cpu().numpy(), probs_full
+
+
+def export_labels(labels: torch.Tensor, prep: Prepared) -> np.ndarray:
+    """Labels ``(z, y, x)`` uint8 at the plans' spacing -> ``(Z, Y, X)`` uint8 on the original grid (nearest
+    neighbour, then pasted into the uncropped volume)."""
+    labels = resample_labels(labels, prep.cropped_shape, mode="nearest")
+    return paste(labels, prep.shape, prep.bbox, fill=0).cpu().numpy()

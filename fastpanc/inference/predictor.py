@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from fastpanc.inference.config import PredictConfig
-from fastpanc.inference.export import export_prediction
+from fastpanc.inference.export import export_labels, export_prediction
 from fastpanc.inference.model_folder import ModelFolder, load_model_folder
 from fastpanc.inference.prepare import Prepared, prepare
 from fastpanc.inference.roi import find_roi
@@ -149,11 +149,26 @@ class Predictor:
                 )
         return prepare(image, spacing, self.model.plans, self.config.configuration, self.device)
 
-    def _run_network(
-        self, data: torch.Tensor, timings: dict[str, float]
-    ) -> tuple[torch.Tensor, np.ndarray | None, str | None]:
-        """Ensemble of the folds over ``data`` ``(C, z, y, x)``: mean logits, mean subtype probabilities."""
+    @property
+    def fused_labels(self) -> bool:
+        """Whether the argmax is fused into the aggregation (``finalize``): argmax-then-nearest export of one
+        fold in float32 accumulation, without probabilities (the logits are never needed)."""
         cfg = self.config
+        return (
+            cfg.export == "argmax_nearest"
+            and not cfg.save_probabilities
+            and len(self.networks) == 1
+            and self.accumulate_dtype == torch.float32
+        )
+
+    def _run_network(
+        self, data: torch.Tensor, timings: dict[str, float], output: str = "logits"
+    ) -> tuple[torch.Tensor, np.ndarray | None, str | None]:
+        """Ensemble of the folds over ``data`` ``(C, z, y, x)``: mean logits (or, with ``output="labels"`` and
+        one fold, their argmax as uint8), and the mean subtype probabilities."""
+        cfg = self.config
+        if output == "labels" and len(self.networks) != 1:
+            raise ValueError("labels straight from the aggregation need exactly one fold")
         logits, subtype, weighting = None, None, None
         for net in self.networks:
             out = predict_logits(
@@ -169,8 +184,12 @@ class Predictor:
                 divisor=self.divisor,
                 timings=timings,
                 accumulate_dtype=self.accumulate_dtype,
+                output=output,
             )
-            logits = out.logits if logits is None else logits.add_(out.logits)
+            if output == "labels":
+                logits = out.labels
+            else:
+                logits = out.logits if logits is None else logits.add_(out.logits)
             if out.subtype_probs is not None:
                 subtype = out.subtype_probs if subtype is None else subtype + out.subtype_probs
                 weighting = out.subtype_weighting
@@ -185,22 +204,32 @@ class Predictor:
     def predict_prepared(self, prep: Prepared, timings: dict[str, float] | None = None) -> CaseResult:
         """Network, aggregation and export of a preprocessed case."""
         timings = {} if timings is None else timings
+        output = "labels" if self.fused_labels else "logits"
         if self.config.roi:
             region = find_roi(self, prep.data, timings)
-            logits, subtype, weighting = self._roi_logits(prep.data, region, timings)
+            result, subtype, weighting = self._roi_run(prep.data, region, timings, output)
         else:
-            logits, subtype, weighting = self._run_network(prep.data, timings)
+            result, subtype, weighting = self._run_network(prep.data, timings, output)
         t0 = time.perf_counter()
-        labels, probs = export_prediction(
-            logits, prep, self.model.config, self.config.export, self.config.save_probabilities
-        )
+        if output == "labels":
+            labels, probs = export_labels(result, prep), None
+        else:
+            labels, probs = export_prediction(
+                result, prep, self.model.config, self.config.export, self.config.save_probabilities
+            )
         timings["export"] = timings.get("export", 0.0) + time.perf_counter() - t0
         return CaseResult(labels, probs, subtype, weighting, timings)
 
-    def _roi_logits(self, data: torch.Tensor, region: tuple[slice, ...] | None, timings: dict[str, float]):
+    def _roi_run(
+        self, data: torch.Tensor, region: tuple[slice, ...] | None, timings: dict[str, float], output: str
+    ):
         if region is None:
-            return self._run_network(data, timings)
-        inner, subtype, weighting = self._run_network(data[(slice(None), *region)], timings)
+            return self._run_network(data, timings, output)
+        inner, subtype, weighting = self._run_network(data[(slice(None), *region)], timings, output)
+        if output == "labels":  # background outside the region of interest
+            labels = torch.zeros(data.shape[1:], dtype=inner.dtype, device=inner.device)
+            labels[region] = inner
+            return labels, subtype, weighting
         logits = torch.full(
             (inner.shape[0], *data.shape[1:]), ROI_OUTSIDE_LOGIT, dtype=inner.dtype, device=inner.device
         )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastpanc.ops import accumulate, gaussian_map, sliding_window_starts
+from fastpanc.ops import accumulate, finalize, gaussian_map, sliding_window_starts
 
 log = logging.getLogger("fastpanc.inference")
 
@@ -29,15 +29,18 @@ LESION, PANCREAS = 2, 1
 class WindowPrediction:
     """Result of :func:`predict_logits`.
 
-    ``logits``: ``(K, Z, Y, X)`` in the accumulation dtype, on the network's device. ``subtype_probs``: ``(S,)`` float32 on the
+    ``logits``: ``(K, Z, Y, X)`` in the accumulation dtype, on the network's device; None when labels were
+    asked for instead. ``labels``: ``(Z, Y, X)`` uint8 argmax from the fused ``finalize`` kernel (divide and
+    argmax in one pass), or None. ``subtype_probs``: ``(S,)`` float32 on the
     CPU (aggregated over windows, see :func:`aggregate_subtype`) or None without a head. ``subtype_weighting``:
     ``"lesion"``, ``"pancreas"`` or ``"uniform"``: what weighted the windows. ``num_windows``: windows run.
     """
 
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     subtype_probs: torch.Tensor | None
     subtype_weighting: str | None
     num_windows: int
+    labels: torch.Tensor | None = None
 
 
 def padded_shape(
@@ -136,6 +139,7 @@ def predict_logits(
     progress: bool = False,
     timings: dict[str, float] | None = None,
     accumulate_dtype: torch.dtype = torch.float32,
+    output: str = "logits",
 ) -> WindowPrediction:
     """Predict ``data`` ``(C, Z, Y, X)`` with overlapping windows.
 
@@ -150,6 +154,8 @@ def predict_logits(
         divisor: product of the network's strides per axis (needed for ``"minimal"``).
         accumulate_dtype: dtype of the Gaussian map and of the accumulators (nnU-Net: float16, which decides
             near-ties in its labels; ``mode="exact"`` uses it to reproduce them).
+        output: ``"logits"`` (the averaged logits) or ``"labels"`` (their argmax as uint8 through the fused
+            ``finalize`` kernel, without materialising the logits; float32 accumulation only).
         timings: when given, seconds spent in the network (``"network"``) and in the Gaussian aggregation
             (``"aggregate"``) are added to it (the device is synchronised to attribute them).
 
@@ -160,6 +166,10 @@ def predict_logits(
         raise ValueError(f"data must be (C, Z, Y, X), got shape {tuple(data.shape)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if output not in ("logits", "labels"):
+        raise ValueError(f"output must be 'logits' or 'labels', got {output!r}")
+    if output == "labels" and accumulate_dtype != torch.float32:
+        raise ValueError("output='labels' needs float32 accumulation (the fused finalize kernel)")
     device = torch.device(device)
     shape = tuple(int(s) for s in data.shape[1:])
     full, window = padded_shape(shape, patch_size, padding, divisor)
@@ -214,9 +224,13 @@ def predict_logits(
         bar.close()
     assert acc is not None
     t0 = _now(device)
-    acc /= weight
     crop = tuple(slice(lo_, lo_ + s) for lo_, s in zip(lo, shape))
-    logits = acc[(slice(None), *crop)].contiguous()
+    logits, labels = None, None
+    if output == "labels":
+        labels, _ = finalize(acc[(slice(None), *crop)], weight[crop])
+    else:
+        acc /= weight
+        logits = acc[(slice(None), *crop)].contiguous()
     if timings is not None:
         timings["aggregate"] = timings.get("aggregate", 0.0) + _now(device) - t0
     subtype, weighting = None, None
@@ -224,4 +238,4 @@ def predict_logits(
         subtype, weighting = aggregate_subtype(
             torch.cat(cls_probs), torch.cat(lesion_vox), torch.cat(pancreas_vox)
         )
-    return WindowPrediction(logits, subtype, weighting, len(starts))
+    return WindowPrediction(logits, subtype, weighting, len(starts), labels)

@@ -84,12 +84,34 @@ def test_roi_runs_only_inside_the_region(nnunet_model, builders):
     assert all(0 <= r.start < r.stop <= s for r, s in zip(region, prep.data.shape[1:]))
     region = (slice(2, 14), slice(5, 30), slice(10, 40))  # a region that leaves voxels outside
     with torch.inference_mode():
-        logits, _, _ = p._roi_logits(prep.data, region, {})
+        logits, _, _ = p._roi_run(prep.data, region, {}, "logits")
         inner, _, _ = p._run_network(prep.data[(slice(None), *region)], {})
+        labels, _, _ = p._roi_run(prep.data, region, {}, "labels")
     torch.testing.assert_close(logits[(slice(None), *region)], inner)
     outside = torch.ones(prep.data.shape[1:], dtype=torch.bool)
     outside[region] = False
     assert outside.any() and (logits.argmax(0)[outside] == 0).all()
+    assert labels.dtype == torch.uint8 and (labels[outside] == 0).all()
+    assert torch.equal(labels[region], inner.argmax(0).to(torch.uint8))
+
+
+def test_fast_mode_fuses_the_argmax_into_the_aggregation(nnunet_model, builders):
+    """One fold, argmax-then-nearest, no probabilities: labels come from the fused finalize kernel and equal
+    the argmax of the averaged logits; asking for probabilities keeps the logits path."""
+    image = builders.synthetic_ct((16, 44, 44), seed=3)
+    fast = fastpanc.Predictor(nnunet_model, folds=[0], device="cpu", config=PredictConfig(mode="fast"))
+    assert fast.fused_labels
+    prep = fast.preprocess(image, (2.0, 1.0, 1.0))
+    with torch.inference_mode():
+        labels, _, _ = fast._run_network(prep.data, {}, "labels")
+        logits, _, _ = fast._run_network(prep.data, {}, "logits")
+    assert labels.dtype == torch.uint8 and labels.shape == logits.shape[1:]
+    assert torch.equal(labels, logits.argmax(0).to(torch.uint8))
+    with_probs = PredictConfig(mode="fast", save_probabilities=True)
+    assert not fastpanc.Predictor(nnunet_model, folds=[0], device="cpu", config=with_probs).fused_labels
+    assert not fastpanc.Predictor(nnunet_model, device="cpu", config=PredictConfig(mode="exact")).fused_labels
+    result = fast.predict_array(image, (2.0, 1.0, 1.0))
+    assert result.labels.shape == image.shape and result.labels.dtype == np.uint8
 
 
 def test_bad_inputs_raise_clear_errors(nnunet_model, tmp_path):
