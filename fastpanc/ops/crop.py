@@ -143,6 +143,12 @@ def _check_fill(op: str, value: float, dtype: torch.dtype) -> float:
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise ValueError(f"{op}: the pad/fill value must be a number, got {value!r}")
     if dtype.is_floating_point:
+        big = torch.finfo(dtype).max
+        if math.isfinite(value) and abs(value) > big:  # inf and NaN are values of every float dtype
+            raise ValueError(
+                f"{op}: pad/fill value {value!r} overflows {dtype} (largest finite value {big}); "
+                "pick a smaller value, inf, or a wider float dtype"
+            )
         return float(value)
     info = torch.iinfo(dtype)
     if value != value or int(value) != value or not info.min <= value <= info.max:

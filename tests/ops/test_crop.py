@@ -269,3 +269,13 @@ def test_cuda_crop_pad_and_paste_match_reference(in_dtype, out_dtype, cuda_ok):
     torch.testing.assert_close(crop_pad(xc, box, 7, out_dtype, backend="cuda").cpu(), want, rtol=0, atol=0)
     back = paste(want.cuda(), (2, 23, 37, 51), box, 1, backend="cuda").cpu()
     torch.testing.assert_close(back, paste_reference(want, (2, 23, 37, 51), box, 1), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_pad_value_that_overflows_a_float_dtype_is_refused(dtype):
+    x = torch.zeros((1, 2, 2, 2), dtype=dtype)
+    box = ((-1, 3), (0, 2), (0, 2))
+    with pytest.raises(ValueError, match="overflows"):
+        crop_pad(x, box, pad_value=1e40 if dtype == torch.float32 else 1e5)
+    y = crop_pad(x, box, pad_value=float("inf"))
+    assert torch.isinf(y[:, 0]).all() and (y[:, 1:3] == 0).all()
