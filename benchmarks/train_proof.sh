@@ -5,7 +5,7 @@
 # on a separate cohort (seed 1) that training never saw, through the full predictor on the raw images.
 #
 # Usage: benchmarks/train_proof.sh [OUT]   (env: MINUTES=18 CASES=60 TEST_CASES=15 SCALE=0.4 JOBS=2,
-#        PATCH="16, 48, 64" (z, y, x), DATA=<OUT of an earlier run> to reuse its data)
+#        PATCH="16, 48, 64" (z, y, x), HEAD=attention|pool, DATA=<OUT of an earlier run> to reuse its data)
 set -euo pipefail
 # One intra-op thread: on a shared 2-core machine, OpenMP threads spin-waiting for each other under
 # oversubscription made a training step ~10x slower than one thread (measured 0.7 s vs 10 s).
@@ -17,6 +17,7 @@ TEST_CASES="${TEST_CASES:-15}"
 SCALE="${SCALE:-0.4}"
 PATCH="${PATCH:-16, 48, 64}"
 JOBS="${JOBS:-2}"
+HEAD="${HEAD:-attention}"
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
@@ -44,7 +45,7 @@ cat > "$OUT/train_config.json" <<JSON
   "patch_size": [$PATCH],
   "optimizer": "adamw",
   "lr": 0.002,
-  "head": "pool",
+  "head": "$HEAD",
   "lambda_cls": 1.0,
   "lambda_warmup_epochs": 2,
   "lambda_ramp_epochs": 4,

@@ -31,6 +31,8 @@ class HeadConfig:
     ``pool``; decoder outputs from full resolution down for ``attention``). ``lesion_channel``: the
     segmentation channel whose probability weights the attention. ``detach_attention``: stop the
     classification loss from flowing into the segmentation logits through the attention map.
+    ``intensity_stats``: the ``attention`` head also reads the CT inside and around the attended lesion
+    (:func:`lesion_intensity_stats`).
     """
 
     kind: str = "pool"  # chosen by benchmarks/ablate_head.py, see docs/model.md
@@ -39,6 +41,7 @@ class HeadConfig:
     n_scales: int = 3
     lesion_channel: int = 2
     detach_attention: bool = True
+    intensity_stats: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in HEAD_KINDS:
@@ -73,8 +76,14 @@ class PoolHead(nn.Module):
         self.mlp = _mlp(cin, cfg.hidden, num_subtypes, cfg.dropout)
 
     def forward(
-        self, skips: list[torch.Tensor], decoder_features: list[torch.Tensor], seg_logits: torch.Tensor
+        self,
+        skips: list[torch.Tensor],
+        decoder_features: list[torch.Tensor],
+        seg_logits: torch.Tensor,
+        image: torch.Tensor | None = None,
+        attention: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``image`` and ``attention`` are accepted for a common signature; global pooling uses neither."""
         pooled = []
         for f in skips[-self.n_scales :]:
             dims = _spatial_dims(f)
@@ -84,10 +93,13 @@ class PoolHead(nn.Module):
 
 
 class LesionAttentionHead(nn.Module):
-    """Lesion-probability-weighted pooling of decoder features + global context -> MLP.
+    """Lesion-probability-weighted pooling of decoder features + global context (+ the lesion's intensity
+    statistics) -> MLP.
 
-    Inputs: encoder outputs ``skips`` (bottleneck last), decoder outputs (lowest resolution first) and
-    the full-resolution segmentation logits ``(B, K, *S)``. Output ``(B, num_subtypes)``.
+    Inputs: encoder outputs ``skips`` (bottleneck last), decoder outputs (lowest resolution first), the
+    full-resolution segmentation logits ``(B, K, *S)`` and the network input. Output ``(B, num_subtypes)``.
+    The statistics use the predicted lesion probability above 0.5 (rescaled to [0, 1]), or the
+    ``attention`` given (the lesion labels while training).
     """
 
     def __init__(
@@ -101,20 +113,37 @@ class LesionAttentionHead(nn.Module):
         self.cfg = cfg
         self.n_scales = min(cfg.n_scales, len(decoder_channels))
         cin = sum(decoder_channels[-self.n_scales :]) + encoder_channels[-1] + 1
+        if cfg.intensity_stats:
+            cin += N_INTENSITY_STATS
         self.mlp = _mlp(cin, cfg.hidden, num_subtypes, cfg.dropout)
 
     def forward(
-        self, skips: list[torch.Tensor], decoder_features: list[torch.Tensor], seg_logits: torch.Tensor
+        self,
+        skips: list[torch.Tensor],
+        decoder_features: list[torch.Tensor],
+        seg_logits: torch.Tensor,
+        image: torch.Tensor | None = None,
+        attention: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``image``: the network input (needed for ``intensity_stats``). ``attention``: ``(B, 1, *S)`` weights
+        to use instead of the predicted lesion probability (training on the lesion labels)."""
         if seg_logits.shape[1] <= self.cfg.lesion_channel:
             raise ValueError(
                 f"lesion_channel {self.cfg.lesion_channel} is out of range for {seg_logits.shape[1]} seg classes"
             )
-        prob = torch.softmax(seg_logits.float(), dim=1)[
-            :, self.cfg.lesion_channel : self.cfg.lesion_channel + 1
-        ]
-        if self.cfg.detach_attention:
-            prob = prob.detach()
+        if attention is None:
+            prob = torch.softmax(seg_logits.float(), dim=1)[
+                :, self.cfg.lesion_channel : self.cfg.lesion_channel + 1
+            ]
+            if self.cfg.detach_attention:
+                prob = prob.detach()
+        else:
+            if attention.shape != (seg_logits.shape[0], 1, *seg_logits.shape[2:]):
+                raise ValueError(
+                    f"attention must be (B, 1, *S) = {(seg_logits.shape[0], 1, *seg_logits.shape[2:])}, "
+                    f"got {tuple(attention.shape)}"
+                )
+            prob = attention.float()
         pool = F.adaptive_avg_pool3d if prob.ndim == 5 else F.adaptive_avg_pool2d
         pooled = []
         for f in decoder_features[-self.n_scales :]:
@@ -126,7 +155,55 @@ class LesionAttentionHead(nn.Module):
         pooled.append(bottleneck.mean(dim=_spatial_dims(bottleneck)))  # (B, C_bottleneck) global context
         frac = prob.mean(dim=_spatial_dims(prob)).to(bottleneck.dtype)  # (B, 1) predicted lesion fraction
         pooled.append(torch.log(frac + 1e-6) / math.log(1e6))  # roughly in [-1, 0]
+        if self.cfg.intensity_stats:
+            if image is None:
+                raise ValueError("this head reads the lesion's intensities: pass the network input as image")
+            weight = prob if attention is not None else (2.0 * prob - 1.0).clamp_min(0.0)  # p > 0.5 only
+            pooled.append(lesion_intensity_stats(image, weight).to(bottleneck.dtype))
         return self.mlp(torch.cat(pooled, dim=1))
+
+
+N_INTENSITY_STATS = 6
+
+
+@torch.no_grad()
+def lesion_intensity_stats(image: torch.Tensor, weight: torch.Tensor, band: int = 2) -> torch.Tensor:
+    """Six statistics of the (normalised) CT in and around a lesion given by soft weights, ``(B, 6)``.
+
+    The lesion's core is its weight map eroded in-plane by ``band`` voxels (a minimum filter), its shell
+    the weight the erosion removed, and the ring around it the in-plane dilation minus the lesion. With
+    weighted means ``m_*`` and standard deviations ``s_*``: ``m_lesion - m_ring`` (attenuation against the
+    surroundings), ``s_lesion`` (heterogeneity), ``m_shell - m_core`` (rim or capsule against the
+    interior), ``s_core`` (septa, locules, necrosis), ``m_shell - m_ring`` and ``m_core - m_ring``. Ratios of
+    weighted sums, so they do not depend on the lesion's size; 0 where the weights are all 0.
+    """
+    x = image[:, :1].float()
+    w = weight.float()
+    if w.ndim == 5:
+        kernel, padding, pool = (1, 3, 3), (0, 1, 1), F.max_pool3d
+    else:
+        kernel, padding, pool = (3, 3), (1, 1), F.max_pool2d
+    core, grown = w, w
+    for _ in range(band):
+        core = -pool(-core, kernel, 1, padding)
+        grown = pool(grown, kernel, 1, padding)
+    shell = (w - core).clamp_min(0.0)
+    ring = (grown - w).clamp_min(0.0)
+    dims = _spatial_dims(x)
+
+    def mean_std(wt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total = wt.sum(dim=dims) + 1e-6
+        m = (x * wt).sum(dim=dims) / total
+        var = (torch.square(x - m.view(*m.shape, *[1] * len(dims))) * wt).sum(dim=dims) / total
+        return m, var.clamp_min(0.0).sqrt()
+
+    m_les, s_les = mean_std(w)
+    m_core, s_core = mean_std(core)
+    m_shell, _ = mean_std(shell)
+    m_ring, _ = mean_std(ring)
+    return torch.cat(
+        [m_les - m_ring, s_les, m_shell - m_core, s_core, m_shell - m_ring, m_core - m_ring], dim=1
+    )
 
 
 def build_head(

@@ -188,16 +188,23 @@ class MultitaskResEncUNet(nn.Module):
         seg, dec = self.decoder(skips, ds)
         return seg, Features(skips, dec)
 
-    def classify(self, feats: Features, seg_full: torch.Tensor) -> torch.Tensor:
-        """Subtype logits ``(B, num_subtypes)`` from features and full-resolution seg logits."""
+    def classify(
+        self,
+        feats: Features,
+        seg_full: torch.Tensor,
+        image: torch.Tensor | None = None,
+        attention: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Subtype logits ``(B, num_subtypes)`` from features, full-resolution seg logits and the input image;
+        ``attention`` (``(B, 1, *S)``) replaces the predicted lesion probability in the attention head."""
         if self.head is None:
             raise ValueError("this network has no classification head (num_subtypes=0)")
-        return self.head(feats.skips, feats.decoder, seg_full)
+        return self.head(feats.skips, feats.decoder, seg_full, image, attention)
 
-    def forward(self, x: torch.Tensor) -> NetOutput:
-        """``(B, C_in, z, y, x)`` -> :class:`NetOutput`."""
+    def forward(self, x: torch.Tensor, attention: torch.Tensor | None = None) -> NetOutput:
+        """``(B, C_in, z, y, x)`` -> :class:`NetOutput`. ``attention``: see :meth:`classify` (training)."""
         seg, feats = self.forward_features(x)
-        cls_logits = self.classify(feats, seg[0]) if self.head is not None else None
+        cls_logits = self.classify(feats, seg[0], x, attention) if self.head is not None else None
         return NetOutput(seg=seg, cls=cls_logits)
 
     def segmentation_state_dict(self) -> dict[str, torch.Tensor]:

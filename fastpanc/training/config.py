@@ -129,6 +129,8 @@ class TrainConfig:
     lambda_warmup_epochs: int = 0  # epochs with classification weight 0 (segmentation first)
     lambda_ramp_epochs: int = 50  # then a linear ramp to lambda_cls
     cls_requires_lesion: bool = True  # classification loss only on patches that contain lesion voxels
+    # attention head: attend to the lesion labels while training (the prediction at validation and inference)
+    attention_from_labels: bool = True
     label_smoothing: float = 0.0
     focal_gamma: float = 0.0
     class_balanced: bool = False

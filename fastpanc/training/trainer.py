@@ -259,8 +259,12 @@ class Trainer:
         if self.config.cls_requires_lesion:  # a patch that misses the lesion says nothing about its subtype
             subtype = torch.where((seg == 2).flatten(1).any(1), subtype, torch.full_like(subtype, -1))
         self.optimizer.zero_grad(set_to_none=True)
+        attention = None
+        if self.config.head == "attention" and self.config.attention_from_labels:
+            # the head learns on the true lesion, not on the early, poor predictions of it
+            attention = (seg[:, :1] == 2).to(image.dtype)
         with self.autocast():
-            out = self.model(image)
+            out = self.model(image, attention) if attention is not None else self.model(image)
             total, seg_loss, cls_loss, _ = self.objective(out, seg, subtype, self.epoch)
         if self.scaler is not None:
             self.scaler.scale(total).backward()

@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from fastpanc.model.heads import HeadConfig, LesionAttentionHead, PoolHead
+from fastpanc.model.heads import (
+    N_INTENSITY_STATS,
+    HeadConfig,
+    LesionAttentionHead,
+    PoolHead,
+    lesion_intensity_stats,
+)
 
 
 def _lesion_logits(shape: tuple[int, ...], box: tuple[slice, ...]) -> torch.Tensor:
@@ -22,7 +28,7 @@ def _lesion_logits(shape: tuple[int, ...], box: tuple[slice, ...]) -> torch.Tens
 def test_attention_head_pools_features_inside_the_lesion() -> None:
     torch.manual_seed(0)
     head = LesionAttentionHead(
-        HeadConfig(kind="attention", n_scales=2),
+        HeadConfig(kind="attention", n_scales=2, intensity_stats=False),
         encoder_channels=[4, 6],
         decoder_channels=[5, 3],
         num_subtypes=3,
@@ -46,7 +52,9 @@ def test_attention_head_pools_features_inside_the_lesion() -> None:
 
 
 def test_attention_head_detach_and_channel_check() -> None:
-    head = LesionAttentionHead(HeadConfig(kind="attention", n_scales=1), [4, 6], [5, 3], 3)
+    head = LesionAttentionHead(
+        HeadConfig(kind="attention", n_scales=1, intensity_stats=False), [4, 6], [5, 3], 3
+    )
     logits = torch.randn(1, 3, 4, 4, 4, requires_grad=True)
     head(
         [torch.randn(1, 4, 4, 4, 4), torch.randn(1, 6, 2, 2, 2)],
@@ -55,7 +63,10 @@ def test_attention_head_detach_and_channel_check() -> None:
     ).sum().backward()
     assert logits.grad is None  # attention map detached by default
     attached = LesionAttentionHead(
-        HeadConfig(kind="attention", n_scales=1, detach_attention=False), [4, 6], [5, 3], 3
+        HeadConfig(kind="attention", n_scales=1, detach_attention=False, intensity_stats=False),
+        [4, 6],
+        [5, 3],
+        3,
     )
     attached(
         [torch.randn(1, 4, 4, 4, 4), torch.randn(1, 6, 2, 2, 2)],
@@ -94,3 +105,45 @@ def test_pool_head_concatenates_avg_and_max() -> None:
 def test_head_config_validation(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field.split("_")[0]):
         HeadConfig(**{field: value})
+
+
+def _rim_lesion() -> tuple[torch.Tensor, torch.Tensor, tuple[slice, ...]]:
+    """Image (1, 1, 6, 16, 16): an 8 x 8 in-plane lesion on slices 2-3 with a bright 2-voxel shell (3), a dark
+    core (-2) and a ring of 1 around it; and the lesion mask."""
+    image = torch.zeros(1, 1, 6, 16, 16)
+    image[0, 0, 2:4, 2:14, 2:14] = 1.0  # ring (in-plane dilation by 2)
+    image[0, 0, 2:4, 4:12, 4:12] = 3.0  # shell
+    image[0, 0, 2:4, 6:10, 6:10] = -2.0  # core (in-plane erosion by 2)
+    box = (slice(2, 4), slice(4, 12), slice(4, 12))
+    mask = torch.zeros(1, 1, 6, 16, 16)
+    mask[(0, 0, *box)] = 1.0
+    return image, mask, box
+
+
+def test_lesion_intensity_stats_measure_rim_core_and_surroundings() -> None:
+    image, mask, _ = _rim_lesion()
+    got = lesion_intensity_stats(image, mask)[0]
+    # lesion mean (48 x 3 + 16 x -2) / 64 = 1.75; its std sqrt((48 x 1.25^2 + 16 x 3.75^2) / 64)
+    expect = torch.tensor([1.75 - 1.0, math.sqrt(300 / 64), 3.0 - -2.0, 0.0, 3.0 - 1.0, -2.0 - 1.0])
+    torch.testing.assert_close(got, expect, atol=1e-4, rtol=1e-4)
+    assert got.shape == (N_INTENSITY_STATS,)
+    assert torch.equal(
+        lesion_intensity_stats(image, torch.zeros_like(mask)), torch.zeros(1, N_INTENSITY_STATS)
+    )
+
+
+def test_attention_head_reads_intensities_from_the_prediction_or_the_labels() -> None:
+    torch.manual_seed(0)
+    head = LesionAttentionHead(HeadConfig(kind="attention", n_scales=1), [4, 6], [3], 3)
+    head.mlp = nn.Identity()
+    image, mask, box = _rim_lesion()
+    skips = [torch.randn(1, 4, 6, 16, 16), torch.randn(1, 6, 3, 8, 8)]
+    dec = [torch.randn(1, 3, 6, 16, 16)]
+    predicted = head(skips, dec, _lesion_logits((6, 16, 16), box), image)
+    labelled = head(skips, dec, torch.randn(1, 3, 6, 16, 16), image, attention=mask)
+    torch.testing.assert_close(predicted, labelled, atol=1e-5, rtol=1e-4)  # a certain prediction = the labels
+    torch.testing.assert_close(predicted[0, -N_INTENSITY_STATS:], lesion_intensity_stats(image, mask)[0])
+    with pytest.raises(ValueError, match="pass the network input"):
+        head(skips, dec, _lesion_logits((6, 16, 16), box))
+    with pytest.raises(ValueError, match="attention must be"):
+        head(skips, dec, _lesion_logits((6, 16, 16), box), image, attention=mask[:, :, :3])
