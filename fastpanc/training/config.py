@@ -129,8 +129,9 @@ class TrainConfig:
     lambda_warmup_epochs: int = 0  # epochs with classification weight 0 (segmentation first)
     lambda_ramp_epochs: int = 50  # then a linear ramp to lambda_cls
     cls_requires_lesion: bool = True  # classification loss only on patches that contain lesion voxels
-    # attention head: attend to the lesion labels while training (the prediction at validation and inference)
-    attention_from_labels: bool = True
+    # attention head: share of training steps that attend to the lesion labels; the others (and validation and
+    # inference) attend to the network's own lesion prediction, so the head also learns what that looks like
+    label_attention: float = 0.5
     label_smoothing: float = 0.0
     focal_gamma: float = 0.0
     class_balanced: bool = False
@@ -159,6 +160,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.amp_dtype not in (*AMP_DTYPES, None):
             raise ValueError(f"amp_dtype must be one of {AMP_DTYPES} or null, got {self.amp_dtype!r}")
+        if not 0.0 <= self.label_attention <= 1.0:
+            raise ValueError(f"label_attention must be in [0, 1], got {self.label_attention}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if self.lr is not None and not self.lr > 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import random
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -260,8 +261,8 @@ class Trainer:
             subtype = torch.where((seg == 2).flatten(1).any(1), subtype, torch.full_like(subtype, -1))
         self.optimizer.zero_grad(set_to_none=True)
         attention = None
-        if self.config.head == "attention" and self.config.attention_from_labels:
-            # the head learns on the true lesion, not on the early, poor predictions of it
+        if self.config.head == "attention" and random.Random(seed).random() < self.config.label_attention:
+            # this step the head attends to the true lesion (early predictions of it are poor)
             attention = (seg[:, :1] == 2).to(image.dtype)
         with self.autocast():
             out = self.model(image, attention) if attention is not None else self.model(image)

@@ -61,6 +61,25 @@ def test_loss_falls_and_both_heads_get_gradients(tiny_preprocessed: Path, tmp_pa
     assert cls[-4:].mean() < 0.8 * cls[:4].mean(), cls
 
 
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_label_attention_share_of_steps(tiny_preprocessed: Path, tmp_path: Path, share: float) -> None:
+    """The attention head attends to the lesion labels in the configured share of training steps."""
+    cfg = QUICK.replace(head="attention", label_attention=share, augmentation=AugmentConfig(enabled=False))
+    tr = Trainer(tiny_preprocessed, tmp_path / "m", cfg, "cpu")
+    batch = {k: torch.from_numpy(v) for k, v in tr.sampler.sample(0, 0).items()}
+    seen: list[torch.Tensor | None] = []
+    forward = tr.model.forward
+    tr.model.forward = lambda x, attention=None: seen.append(attention) or forward(x, attention)
+    for step in range(40):
+        tr.train_step(batch, seed=step)
+    with_labels = [a for a in seen if a is not None]
+    assert len(seen) == 40 and len(with_labels) == pytest.approx(40 * share, abs=10)
+    for a in with_labels:  # exactly the lesion voxels of the target
+        assert torch.equal(a, (batch["seg"][:, :1] == 2).float())
+    with pytest.raises(ValueError, match="label_attention"):
+        QUICK.replace(label_attention=1.5)
+
+
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["network_weights"]
 
