@@ -35,7 +35,7 @@ class HeadConfig:
     (:func:`lesion_intensity_stats`).
     """
 
-    kind: str = "pool"  # chosen by benchmarks/ablate_head.py, see docs/model.md
+    kind: str = "attention"  # see docs/model.md (head comparison)
     hidden: int = 128
     dropout: float = 0.2
     n_scales: int = 3
