@@ -9,6 +9,7 @@ from typing import Any
 MODES = ("exact", "fast")
 EXPORTS = ("resample_logits", "argmax_nearest")
 PADDINGS = ("patch", "minimal")
+SUBTYPE_SOURCES = ("lesion_window", "windows")
 
 # fast mode: windows overlap by a quarter instead of a half (about 2.4x fewer windows on large volumes)
 FAST_STEP = 0.75
@@ -22,7 +23,9 @@ class PredictConfig:
     float32, padding to the patch size, logits resampled with order 1 before the argmax).
     ``mode="fast"``: no TTA unless asked, step ``FAST_STEP``, bfloat16 autocast where the device has it, the
     least padding the network allows, argmax before a nearest-neighbour resize. Fields left ``None`` take
-    the mode's value (see :meth:`resolved`).
+    the mode's value (see :meth:`resolved`). ``subtype_from`` (multitask models): ``"lesion_window"`` runs
+    one more window centred on the largest predicted lesion and takes the subtype from it, falling back to
+    ``"windows"`` (the sliding windows' outputs weighted by their lesion voxels) when no lesion is predicted.
     """
 
     mode: str = "exact"
@@ -36,6 +39,7 @@ class PredictConfig:
     roi_margin_mm: float = 20.0
     save_probabilities: bool = False
     configuration: str = "3d_fullres"
+    subtype_from: str = "lesion_window"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -48,6 +52,8 @@ class PredictConfig:
             raise ValueError(f"export must be one of {EXPORTS}, got {self.export!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.subtype_from not in SUBTYPE_SOURCES:
+            raise ValueError(f"subtype_from must be one of {SUBTYPE_SOURCES}, got {self.subtype_from!r}")
         if self.roi_margin_mm < 0:
             raise ValueError(f"roi_margin_mm must be >= 0, got {self.roi_margin_mm}")
 

@@ -185,6 +185,7 @@ class Predictor:
                 timings=timings,
                 accumulate_dtype=self.accumulate_dtype,
                 output=output,
+                subtype_from=cfg.subtype_from,
             )
             if output == "labels":
                 logits = out.labels

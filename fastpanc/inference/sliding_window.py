@@ -33,7 +33,8 @@ class WindowPrediction:
     asked for instead. ``labels``: ``(Z, Y, X)`` uint8 argmax from the fused ``finalize`` kernel (divide and
     argmax in one pass), or None. ``subtype_probs``: ``(S,)`` float32 on the
     CPU (aggregated over windows, see :func:`aggregate_subtype`) or None without a head. ``subtype_weighting``:
-    ``"lesion"``, ``"pancreas"`` or ``"uniform"``: what weighted the windows. ``num_windows``: windows run.
+    ``"lesion_window"`` (one window centred on the largest predicted lesion), or ``"lesion"``, ``"pancreas"`` or
+    ``"uniform"``: what weighted the sliding windows. ``num_windows``: sliding windows run.
     """
 
     logits: torch.Tensor | None
@@ -117,6 +118,24 @@ def aggregate_subtype(
     return probs.mean(0).float(), "uniform"
 
 
+def lesion_window_start(
+    lesion: torch.Tensor, window: Sequence[int], full: Sequence[int], offset: Sequence[int]
+) -> tuple[int, ...] | None:
+    """Start of the window centred on the largest connected component of ``lesion`` (bool, unpadded grid);
+    ``offset`` maps that grid into the padded one of size ``full``; None when there is no lesion."""
+    import numpy as np
+    from scipy import ndimage
+
+    mask = lesion.cpu().numpy()
+    if not mask.any():
+        return None
+    parts, _ = ndimage.label(mask)
+    largest = 1 + int(np.argmax(np.bincount(parts.ravel())[1:]))
+    where = np.argwhere(parts == largest)
+    centre = (where.min(0) + where.max(0)) // 2 + np.asarray(offset)
+    return tuple(int(np.clip(c - w // 2, 0, f - w)) for c, w, f in zip(centre, window, full))
+
+
 def _now(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -140,6 +159,7 @@ def predict_logits(
     timings: dict[str, float] | None = None,
     accumulate_dtype: torch.dtype = torch.float32,
     output: str = "logits",
+    subtype_from: str = "windows",
 ) -> WindowPrediction:
     """Predict ``data`` ``(C, Z, Y, X)`` with overlapping windows.
 
@@ -156,6 +176,8 @@ def predict_logits(
             near-ties in its labels; ``mode="exact"`` uses it to reproduce them).
         output: ``"logits"`` (the averaged logits) or ``"labels"`` (their argmax as uint8 through the fused
             ``finalize`` kernel, without materialising the logits; float32 accumulation only).
+        subtype_from: ``"windows"`` (see :func:`aggregate_subtype`) or ``"lesion_window"``: one more window,
+            centred on the largest predicted lesion (as the head saw lesions in training), gives the subtype.
         timings: when given, seconds spent in the network (``"network"``) and in the Gaussian aggregation
             (``"aggregate"``) are added to it (the device is synchronised to attribute them).
 
@@ -168,6 +190,8 @@ def predict_logits(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if output not in ("logits", "labels"):
         raise ValueError(f"output must be 'logits' or 'labels', got {output!r}")
+    if subtype_from not in ("windows", "lesion_window"):
+        raise ValueError(f"subtype_from must be 'windows' or 'lesion_window', got {subtype_from!r}")
     if output == "labels" and accumulate_dtype != torch.float32:
         raise ValueError("output='labels' needs float32 accumulation (the fused finalize kernel)")
     device = torch.device(device)
@@ -238,4 +262,13 @@ def predict_logits(
         subtype, weighting = aggregate_subtype(
             torch.cat(cls_probs), torch.cat(lesion_vox), torch.cat(pancreas_vox)
         )
+        lesion = (labels if labels is not None else logits.argmax(0)) == LESION
+        start = lesion_window_start(lesion, window, full, lo) if subtype_from == "lesion_window" else None
+        if start is not None:
+            t0 = _now(device)
+            sl = tuple(slice(s, s + w) for s, w in zip(start, window))
+            _, probs = _mirrored_forward(network, data[(slice(None), *sl)][None], mirror_axes, autocast)
+            subtype, weighting = probs[0].cpu(), "lesion_window"
+            if timings is not None:
+                timings["network"] = timings.get("network", 0.0) + _now(device) - t0
     return WindowPrediction(logits, subtype, weighting, len(starts), labels)

@@ -60,7 +60,7 @@ def test_multitask_csvs_and_zip(tmp_path, fastpanc_model, cases_dir):
         p = [float(row[f"p{k}"]) for k in range(3)]
         assert sum(p) == pytest.approx(1.0, abs=1e-4)
         assert int(np.argmax(p)) == int(res[1]) == int(row["Subtype"])
-        assert row["Weighting"] in {"lesion", "pancreas", "uniform"}
+        assert row["Weighting"] in {"lesion_window", "lesion", "pancreas", "uniform"}
     with zipfile.ZipFile(out / "team_results.zip") as z:
         assert sorted(z.namelist()) == ["case_a.nii.gz", "case_b.nii.gz", "subtype_results.csv"]
         assert z.read("subtype_results.csv") == (out / "subtype_results.csv").read_bytes()

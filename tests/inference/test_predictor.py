@@ -34,6 +34,9 @@ def test_fast_mode_settings():
         PredictConfig(step=1.5)
     with pytest.raises(ValueError, match="mode must be one of"):
         PredictConfig(mode="quick")
+    assert PredictConfig().subtype_from == "lesion_window"
+    with pytest.raises(ValueError, match="subtype_from must be one of"):
+        PredictConfig(subtype_from="centre")
 
 
 def test_arrays_in_both_modes_and_probabilities(nnunet_model, builders):

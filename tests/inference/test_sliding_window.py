@@ -85,3 +85,50 @@ def test_pointwise_network_is_reproduced_exactly_under_any_tiling(padding):
 def test_step_outside_range_is_refused():
     with pytest.raises(ValueError, match="step must be in"):
         sliding_window_starts((10, 10, 10), (4, 4, 4), 0.0)
+
+
+def test_lesion_window_start_centres_on_the_largest_lesion():
+    from fastpanc.inference.sliding_window import lesion_window_start
+
+    lesion = torch.zeros(20, 30, 40, dtype=torch.bool)
+    lesion[2:4, 2:4, 2:4] = True  # a small satellite
+    lesion[10:14, 20:26, 30:36] = True  # the largest component: centre (11, 22, 32)
+    # offset 1 into a padded grid of (22, 32, 42), window (8, 8, 8): start = centre + offset - 4
+    assert lesion_window_start(lesion, (8, 8, 8), (22, 32, 42), (1, 1, 1)) == (8, 19, 29)
+    # clipped so that the window stays inside the padded grid
+    assert lesion_window_start(lesion, (16, 32, 16), (22, 32, 42), (1, 1, 1)) == (4, 0, 25)
+    assert (
+        lesion_window_start(torch.zeros(4, 4, 4, dtype=torch.bool), (2, 2, 2), (4, 4, 4), (0, 0, 0)) is None
+    )
+
+
+class _LesionNet(torch.nn.Module):
+    """Lesion (channel 2) where the input exceeds 0.5, else background; the subtype logits record where the
+    window saw the lesion: [fraction of lesion voxels, 0, 0] * 50."""
+
+    def forward(self, x: torch.Tensor):
+        from fastpanc.model.network import NetOutput
+
+        lesion = (x[:, :1] > 0.5).float()
+        seg = torch.cat([1 - lesion, torch.zeros_like(lesion), lesion], dim=1) * 10
+        frac = lesion.flatten(1).mean(1, keepdim=True)
+        cls = torch.cat([frac, torch.zeros_like(frac), torch.zeros_like(frac)], dim=1) * 50
+        return NetOutput(seg=[seg], cls=cls)
+
+
+@pytest.mark.parametrize("output", ["logits", "labels"])
+def test_subtype_from_the_lesion_centred_window(output):
+    data = torch.zeros(1, 24, 24, 24)
+    data[:, 14:18, 14:18, 14:18] = 1.0  # a 4^3 lesion; 8^3 windows, step 1: no window holds all of it
+    kw = dict(patch_size=(8, 8, 8), step=1.0, use_gaussian=False, output=output)
+    centred = predict_logits(_LesionNet(), data, subtype_from="lesion_window", **kw)
+    windows = predict_logits(_LesionNet(), data, subtype_from="windows", **kw)
+    assert centred.subtype_weighting == "lesion_window" and windows.subtype_weighting == "lesion"
+    # the centred window holds the whole lesion (64 of 512 voxels); the tiled ones only parts of it
+    want = torch.softmax(torch.tensor([64 / 512 * 50, 0.0, 0.0]), 0)
+    torch.testing.assert_close(centred.subtype_probs, want)
+    assert windows.subtype_probs[0] < centred.subtype_probs[0]
+    empty = predict_logits(_LesionNet(), torch.zeros(1, 16, 16, 16), subtype_from="lesion_window", **kw)
+    assert empty.subtype_weighting == "uniform"
+    with pytest.raises(ValueError, match="subtype_from"):
+        predict_logits(_LesionNet(), data, subtype_from="centre", **kw)
