@@ -121,7 +121,12 @@ def train_one(head: str, seed: int, data, args) -> dict[str, float]:
             if torch.rand((), generator=gen) < 0.5:
                 x, y = x.flip(ax), y.flip(ax)
         x = x * (1 + 0.1 * torch.randn((), generator=gen)) + 0.1 * torch.randn((), generator=gen)
-        out = net(x)
+        if head == "attention" and torch.rand((), generator=gen) < args.label_attention:
+            out = net(
+                x, (y[:, :1] == 2).to(x.dtype)
+            )  # attend to the lesion labels (the trainer's label_attention)
+        else:
+            out = net(x)
         terms = loss_fn(out, y, str_[idx], epoch=it / args.iters_per_epoch)
         opt.zero_grad(set_to_none=True)
         terms.total.backward()
@@ -151,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2, help="epochs with lambda 0")
     p.add_argument("--ramp", type=int, default=2, help="epochs of linear lambda ramp")
     p.add_argument("--heads", nargs="+", default=["pool", "attention"])
+    p.add_argument(
+        "--label-attention",
+        type=float,
+        default=0.5,
+        help="share of steps the attention head attends to the labels",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="write the raw results as JSON here")
