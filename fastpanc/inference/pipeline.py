@@ -95,10 +95,12 @@ def run_batch(
     report = BatchReport()
     todo = []
     for c in cases:
+        # a kill can also come after a case's output was renamed into place but before its temporary folder
+        # was removed, so finished cases are cleaned too (only this run's case names are touched)
+        remove_stale_temporaries(c, out_dir)
         if resume and is_finished(c, out_dir, predictor):
             report.skipped.append(c.name)
         else:
-            remove_stale_temporaries(c, out_dir)
             todo.append(c)
     if report.skipped:
         log.info("--continue: %d case(s) already finished, skipped", len(report.skipped))

@@ -172,6 +172,8 @@ def test_prediction_killed_mid_run_leaves_complete_files_and_continue_finishes(
     (out / ".fastpanc" / "subtypes" / f".{unfinished}.json.abcd1234.tmp").write_text("{")
     other = out / ".someone_else.nii.gz.abcd1234.tmp"  # not a case of this run: left alone
     other.write_bytes(b"")
+    # a kill after the mask was renamed into place but before write_image removed its temporary folder
+    (out / f".{names[0]}.nii.gz.f1n1shed.tmp").mkdir()
     text = _run(*args, "--mode", "exact", "--continue", log=tmp_path / "continue.log")
     assert f"skipped {len(done)} (--continue)" in text and f"predicted {len(names) - len(done)}," in text
     assert sorted(_complete_outputs(out)) == names
