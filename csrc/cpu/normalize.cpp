@@ -48,8 +48,14 @@ void run(const View4& x, std::uintptr_t out, float lo, float hi, float mean, flo
   }
 }
 
-// Contiguous input, float32 output: one flat loop over chunks that the compiler vectorises; the clip is
-// written with comparisons so that NaN propagates (v < lo and v > hi are both false for NaN).
+// clip with comparisons so that NaN propagates (v < lo and v > hi are both false for NaN), then scale
+inline float clip_scale_one(float v, float lo, float hi, float mean, float inv_std) {
+  v = v < lo ? lo : v;
+  v = v > hi ? hi : v;
+  return (v - mean) * inv_std;
+}
+
+// Contiguous input, float32 output: one flat loop over chunks that the compiler vectorises.
 template <typename In>
 void run_flat_f32(const In* in, float* out, int64_t n, float lo, float hi, float mean, float inv_std) {
   constexpr int64_t kChunk = 1 << 15;
@@ -58,10 +64,7 @@ void run_flat_f32(const In* in, float* out, int64_t n, float lo, float hi, float
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t b = c * kChunk, e = std::min(n, b + kChunk);
     for (int64_t i = b; i < e; ++i) {
-      float v = static_cast<float>(in[i]);
-      v = v < lo ? lo : v;
-      v = v > hi ? hi : v;
-      out[i] = (v - mean) * inv_std;
+      out[i] = clip_scale_one(static_cast<float>(in[i]), lo, hi, mean, inv_std);
     }
   }
 }
@@ -87,24 +90,14 @@ bool is_contiguous(const View4& x) {
 // scalar loop.
 FASTPANC_SIMD_CLONES
 void clip_scale_inplace(float* p, int64_t n, float lo, float hi, float mean, float inv_std) {
-  for (int64_t i = 0; i < n; ++i) {
-    float v = p[i];
-    v = v < lo ? lo : v;
-    v = v > hi ? hi : v;
-    p[i] = (v - mean) * inv_std;
-  }
+  for (int64_t i = 0; i < n; ++i) p[i] = clip_scale_one(p[i], lo, hi, mean, inv_std);
 }
 
 // float32 -> float32 between buffers that do not overlap
 FASTPANC_SIMD_CLONES
 void clip_scale_apart(const float* __restrict in, float* __restrict out, int64_t n, float lo, float hi, float mean,
                       float inv_std) {
-  for (int64_t i = 0; i < n; ++i) {
-    float v = in[i];
-    v = v < lo ? lo : v;
-    v = v > hi ? hi : v;
-    out[i] = (v - mean) * inv_std;
-  }
+  for (int64_t i = 0; i < n; ++i) out[i] = clip_scale_one(in[i], lo, hi, mean, inv_std);
 }
 
 // Contiguous float32 in and out: chunks over threads, each chunk through the widest SIMD clone. Buffers

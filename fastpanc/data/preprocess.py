@@ -10,6 +10,7 @@ is finished and a rerun skips it.
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import json
 import logging
@@ -153,6 +154,7 @@ class ReadAhead:
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="fastpanc-read")
         self._cond = threading.Condition()
         self._futures: dict[int, Future] = {}
+        self._sizes: dict[int, int] = {}  # bytes of each finished read not yet taken
         self._running = 0  # reads submitted and not finished
         self._held = 0  # bytes of finished reads not yet taken
         self._next = 0
@@ -172,16 +174,16 @@ class ReadAhead:
             self._running += 1
             fut = self._pool.submit(read_job, self.jobs[i])
             self._futures[i] = fut
-            fut.add_done_callback(self._finished)
+            fut.add_done_callback(functools.partial(self._finished, i))
 
-    def _finished(self, fut: Future) -> None:
+    def _finished(self, index: int, fut: Future) -> None:
         size = 0
         if not fut.cancelled() and fut.exception() is None:
             image, _, labels = fut.result()
             size = image.nbytes + labels.nbytes
         with self._cond:
             self._running -= 1
-            fut.fastpanc_bytes = size  # type: ignore[attr-defined]
+            self._sizes[index] = size
             self._held += size
             self._submit_more()
             self._cond.notify_all()
@@ -189,12 +191,12 @@ class ReadAhead:
     def take(self, index: int) -> CaseArrays:
         """The arrays of job ``index`` (blocks until read); raises what reading it raised."""
         with self._cond:
-            while index not in self._futures or not hasattr(self._futures[index], "fastpanc_bytes"):
+            while index not in self._sizes:
                 if self._closed:
                     raise RuntimeError("read-ahead closed")
                 self._cond.wait()
             fut = self._futures.pop(index)
-            self._held -= fut.fastpanc_bytes
+            self._held -= self._sizes.pop(index)
             self._submit_more()
         return fut.result()
 

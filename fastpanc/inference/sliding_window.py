@@ -262,8 +262,10 @@ def predict_logits(
         subtype, weighting = aggregate_subtype(
             torch.cat(cls_probs), torch.cat(lesion_vox), torch.cat(pancreas_vox)
         )
-        lesion = (labels if labels is not None else logits.argmax(0)) == LESION
-        start = lesion_window_start(lesion, window, full, lo) if subtype_from == "lesion_window" else None
+        start = None
+        if subtype_from == "lesion_window":  # the argmax is only needed here
+            lesion = (labels if labels is not None else logits.argmax(0)) == LESION
+            start = lesion_window_start(lesion, window, full, lo)
         if start is not None:
             t0 = _now(device)
             sl = tuple(slice(s, s + w) for s, w in zip(start, window))
