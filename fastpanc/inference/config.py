@@ -8,7 +8,7 @@ from typing import Any
 
 MODES = ("exact", "fast")
 EXPORTS = ("resample_logits", "argmax_nearest")
-PADDINGS = ("patch", "minimal")
+PADDINGS = ("patch", "minimal", "cover")
 SUBTYPE_SOURCES = ("lesion_window", "windows")
 
 # fast mode: windows overlap by a quarter instead of a half (about 2.4x fewer windows on large volumes)
@@ -22,7 +22,8 @@ class PredictConfig:
     ``mode="exact"`` reproduces ``nnUNetv2_predict`` (step 0.5, mirroring TTA when the checkpoint allows it,
     float32, padding to the patch size, logits resampled with order 1 before the argmax).
     ``mode="fast"``: no TTA unless asked, step ``FAST_STEP``, bfloat16 autocast where the device has it, the
-    least padding the network allows, argmax before a nearest-neighbour resize. Fields left ``None`` take
+    least padding the network allows with windows grown to cover axes up to 1.5 patches long (``padding="cover"``,
+    see ``sliding_window.padded_shape``), argmax before a nearest-neighbour resize. Fields left ``None`` take
     the mode's value (see :meth:`resolved`). ``subtype_from`` (multitask models): ``"lesion_window"`` runs
     one more window centred on the largest predicted lesion and takes the subtype from it, falling back to
     ``"windows"`` (the sliding windows' outputs weighted by their lesion voxels) when no lesion is predicted.
@@ -64,7 +65,7 @@ class PredictConfig:
             "tta": exact if self.tta is None else self.tta,
             "step": (0.5 if exact else FAST_STEP) if self.step is None else self.step,
             "autocast": (not exact) if self.autocast is None else self.autocast,
-            "padding": ("patch" if exact else "minimal") if self.padding is None else self.padding,
+            "padding": ("patch" if exact else "cover") if self.padding is None else self.padding,
             "export": ("resample_logits" if exact else "argmax_nearest")
             if self.export is None
             else self.export,

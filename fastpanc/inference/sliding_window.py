@@ -44,23 +44,40 @@ class WindowPrediction:
     labels: torch.Tensor | None = None
 
 
+# ``padding="cover"``: an axis up to this many patches long is covered by one window, and a window holds at
+# most COVER_MAX_VOLUME patches' voxels (its activations, mirrored copies included, stay within 2x a patch's)
+COVER_GROWTH = 1.5
+COVER_MAX_VOLUME = 2.0
+
+
 def padded_shape(
     shape: Sequence[int], patch: Sequence[int], padding: str, divisor: Sequence[int] | None
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(padded size, window size). ``patch``: pad up to the patch (nnU-Net). ``minimal``: windows shrink to
     the image rounded up to ``divisor`` (the product of the network's strides) where it is smaller than the patch.
+    ``cover``: as ``minimal``, and along an axis where the image rounded up to ``divisor`` is at most
+    ``COVER_GROWTH`` patches long, one window grows to cover it (the network is fully convolutional): an image a
+    little larger than the patch then costs one pass instead of two overlapping ones per axis. The grown window
+    holds at most ``COVER_MAX_VOLUME`` patches' voxels; beyond that the most grown axes keep the patch size.
     """
     if padding == "patch":
         window = tuple(int(p) for p in patch)
-    elif padding == "minimal":
+    elif padding in ("minimal", "cover"):
         if divisor is None:
-            raise ValueError("padding='minimal' needs the network's divisor (product of its strides)")
-        window = tuple(min(int(p), int(math.ceil(s / d)) * int(d)) for s, p, d in zip(shape, patch, divisor))
+            raise ValueError(f"padding={padding!r} needs the network's divisor (product of its strides)")
+        rounded = [int(math.ceil(s / d)) * int(d) for s, d in zip(shape, divisor)]
+        grow = COVER_GROWTH if padding == "cover" else 1.0
+        win = [r if r <= grow * int(p) else int(p) for r, p in zip(rounded, patch)]
+        # memory: a grown window holds at most COVER_MAX_VOLUME patches; the most grown axes go back first
+        while math.prod(win) > COVER_MAX_VOLUME * math.prod(int(p) for p in patch):
+            a = max(range(len(win)), key=lambda i: win[i] / int(patch[i]))
+            win[a] = int(patch[a])
+        window = tuple(win)
         if all(w <= int(d) for w, d in zip(window, divisor)):
             # one voxel at the bottleneck: instance norm cannot normalise it, so pad to the patch as nnU-Net
             window = tuple(int(p) for p in patch)
     else:
-        raise ValueError(f"padding must be 'patch' or 'minimal', got {padding!r}")
+        raise ValueError(f"padding must be one of 'patch', 'minimal', 'cover', got {padding!r}")
     return tuple(max(int(s), w) for s, w in zip(shape, window)), window
 
 
@@ -170,7 +187,7 @@ def predict_logits(
         mirror_axes: spatial axes (0, 1, 2) to mirror for test-time augmentation; None: no TTA.
         batch_size: windows per forward pass (each with all its mirrored copies).
         autocast: None (float32) or the autocast dtype (bfloat16 / float16).
-        padding: ``"patch"`` (nnU-Net) or ``"minimal"`` (see :func:`padded_shape`).
+        padding: ``"patch"`` (nnU-Net), ``"minimal"`` or ``"cover"`` (see :func:`padded_shape`).
         divisor: product of the network's strides per axis (needed for ``"minimal"``).
         accumulate_dtype: dtype of the Gaussian map and of the accumulators (nnU-Net: float16, which decides
             near-ties in its labels; ``mode="exact"`` uses it to reproduce them).
@@ -265,10 +282,13 @@ def predict_logits(
         start = None
         if subtype_from == "lesion_window":  # the argmax is only needed here
             lesion = (labels if labels is not None else logits.argmax(0)) == LESION
-            start = lesion_window_start(lesion, window, full, lo)
+            # at most the patch, as in training: a window grown by padding="cover" would change what the head
+            # pools over (its global context and the lesion's share of the window)
+            lesion_window = tuple(min(int(p), w) for p, w in zip(patch_size, window))
+            start = lesion_window_start(lesion, lesion_window, full, lo)
         if start is not None:
             t0 = _now(device)
-            sl = tuple(slice(s, s + w) for s, w in zip(start, window))
+            sl = tuple(slice(s, s + w) for s, w in zip(start, lesion_window))
             _, probs = _mirrored_forward(network, data[(slice(None), *sl)][None], mirror_axes, autocast)
             subtype, weighting = probs[0].cpu(), "lesion_window"
             if timings is not None:

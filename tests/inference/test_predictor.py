@@ -24,7 +24,7 @@ def test_fast_mode_settings():
         False,
         0.75,
         True,
-        "minimal",
+        "cover",
         "argmax_nearest",
     )
     e = PredictConfig(mode="exact").resolved()

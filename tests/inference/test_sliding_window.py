@@ -41,6 +41,26 @@ def test_minimal_padding_rounds_up_to_the_divisor():
     assert padded_shape((20, 50, 70), (64, 128, 192), "patch", None) == ((64, 128, 192), (64, 128, 192))
 
 
+def test_cover_padding_grows_one_window_over_axes_up_to_one_and_a_half_patches():
+    # z 70 -> 80 <= 96: one window of 80; y 50 -> 64 (smaller than the patch, as minimal); x 300 > 288: patch
+    full, window = padded_shape((70, 50, 300), (64, 128, 192), "cover", (16, 32, 32))
+    assert window == (80, 64, 192) and full == (80, 64, 300)
+    assert padded_shape((70, 50, 300), (64, 128, 192), "minimal", (16, 32, 32))[1] == (64, 64, 192)
+    # 1.5 patches along an axis still fits one window, one divisor more does not
+    assert padded_shape((96, 60, 60), (64, 128, 192), "cover", (16, 32, 32))[1] == (96, 64, 64)
+    assert padded_shape((97, 60, 60), (64, 128, 192), "cover", (16, 32, 32))[1] == (64, 64, 64)
+    # at most 2 patches' voxels: (96, 192, 288) would hold 3.4; the most grown axis goes back first (ties: z first)
+    assert padded_shape((96, 192, 288), (64, 128, 192), "cover", (16, 32, 32))[1] == (64, 128, 288)
+    assert padded_shape((80, 160, 288), (64, 128, 192), "cover", (16, 32, 32))[1] == (80, 160, 192)
+    # the real test image quiz_351 at the ResEnc M spacing: four windows in fast mode before, one now
+    full, window = padded_shape((86, 152, 181), (64, 128, 192), "cover", (16, 32, 32))
+    assert window == full == (96, 160, 192)
+    assert len(sliding_window_starts(full, window, 0.75)) == 3
+    assert all(len(s) == 1 for s in sliding_window_starts(full, window, 0.75))
+    with pytest.raises(ValueError, match="needs the network's divisor"):
+        padded_shape((70, 50, 300), (64, 128, 192), "cover", None)
+
+
 def test_aggregate_subtype_weights_lesion_then_pancreas_then_uniform():
     probs = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     p, how = aggregate_subtype(probs, torch.tensor([0, 30, 10]), torch.tensor([5, 5, 5]))
@@ -61,7 +81,7 @@ class _Identityish(torch.nn.Module):
         return torch.cat([-x, x, 0 * x], dim=1)
 
 
-@pytest.mark.parametrize("padding", ["patch", "minimal"])
+@pytest.mark.parametrize("padding", ["patch", "minimal", "cover"])
 def test_pointwise_network_is_reproduced_exactly_under_any_tiling(padding):
     torch.manual_seed(0)
     data = torch.randn(1, 19, 37, 29)
@@ -80,6 +100,22 @@ def test_pointwise_network_is_reproduced_exactly_under_any_tiling(padding):
     assert out.subtype_probs is None
     full, window = padded_shape((19, 37, 29), (8, 16, 16), padding, (4, 8, 8))
     assert out.num_windows == int(np.prod([len(s) for s in sliding_window_starts(full, window, 0.5)]))
+
+
+def test_cover_window_reproduces_a_pointwise_network_in_one_pass():
+    data = torch.randn(1, 11, 14, 14)
+    out = predict_logits(
+        _Identityish(),
+        data,
+        (8, 16, 16),
+        step=0.5,
+        mirror_axes=(),
+        batch_size=1,
+        padding="cover",
+        divisor=(4, 8, 8),
+    )
+    torch.testing.assert_close(out.logits, torch.cat([-data, data, 0 * data]), rtol=1e-5, atol=1e-5)
+    assert out.num_windows == 1  # (12, 16, 16) covers the image; the patch would need two windows along z
 
 
 def test_step_outside_range_is_refused():
@@ -128,6 +164,13 @@ def test_subtype_from_the_lesion_centred_window(output):
     want = torch.softmax(torch.tensor([64 / 512 * 50, 0.0, 0.0]), 0)
     torch.testing.assert_close(centred.subtype_probs, want)
     assert windows.subtype_probs[0] < centred.subtype_probs[0]
+    # a window grown to cover the image (12 x 8 x 8 here) still takes the subtype from a patch-sized lesion window
+    small = data[:, 6:18, 10:18, 10:18]
+    cover = predict_logits(
+        _LesionNet(), small, subtype_from="lesion_window", padding="cover", divisor=(4, 4, 4), **kw
+    )
+    assert cover.num_windows == 1 and cover.subtype_weighting == "lesion_window"
+    torch.testing.assert_close(cover.subtype_probs, want)  # 64 of 8^3 voxels, not of 12 x 8 x 8
     empty = predict_logits(_LesionNet(), torch.zeros(1, 16, 16, 16), subtype_from="lesion_window", **kw)
     assert empty.subtype_weighting == "uniform"
     with pytest.raises(ValueError, match="subtype_from"):
