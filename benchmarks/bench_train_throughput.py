@@ -7,6 +7,9 @@ is timed on batches whose deep-supervision targets were made beforehand (its dat
 processes, with its augmentation). fastpanc's timed step does more: the on-device augmentation (all of nnU-Net's
 default transforms) and the deep-supervision targets happen inside it, and the network carries the subtype head.
 
+On the CPU a fourth step is timed: fastpanc's with bf16 autocast (``cpu_bf16``; nnU-Net has no such option and
+trains in float32 there). The recorded ratio stays the float32 one; the bf16 rate is listed beside it.
+
 The data side is measured too: the batches per second the patch sampler makes from memory-mapped cases, which
 must exceed the training iterations per second (the loader runs ahead in background threads).
 
@@ -225,19 +228,21 @@ def test_train_throughput(device: str, tmp_path: Path) -> None:
         pre, tmp_path / "model_noaug", cfg.replace(augmentation=AugmentConfig(enabled=False)), dev
     )
     no_aug.network.load_state_dict(tr.network.state_dict())
+    steps = [
+        lambda i: nn_tr.train_step(nn_batches[i]),
+        lambda i: tr.train_step(tensors[i], seed=i),
+        lambda i: no_aug.train_step(tensors[i], seed=i),
+    ]
+    trainers = [tr, no_aug]
+    if dev.type == "cpu":  # fastpanc's bf16 autocast on the CPU (nnU-Net trains in float32 there)
+        bf16 = Trainer(pre, tmp_path / "model_bf16", cfg.replace(cpu_bf16=True), dev)
+        bf16.network.load_state_dict(tr.network.state_dict())
+        steps.append(lambda i: bf16.train_step(tensors[i], seed=i))
+        trainers.append(bf16)
     nn_tr.network.train()
-    tr.model.train()
-    no_aug.model.train()
-    t_nnunet, t_fast, t_fast_noaug = interleaved(
-        [
-            lambda i: nn_tr.train_step(nn_batches[i]),
-            lambda i: tr.train_step(tensors[i], seed=i),
-            lambda i: no_aug.train_step(tensors[i], seed=i),
-        ],
-        rounds,
-        warmup,
-        sync,
-    )
+    for t in trainers:
+        t.model.train()
+    t_nnunet, t_fast, t_fast_noaug, *t_bf16 = interleaved(steps, rounds, warmup, sync)
 
     sampler = PatchSampler([load_case(pre, f"case_{i}") for i in range(5)], tr.patch_size, tr.batch_size)
     (t_data,) = interleaved([lambda i: sampler.sample(1, i)], rounds, 1, False)
@@ -251,6 +256,7 @@ def test_train_throughput(device: str, tmp_path: Path) -> None:
         "nnunet_it_per_s": 1 / nn_s,
         "fastpanc_it_per_s": 1 / fp_s,
         "fastpanc_no_augmentation_it_per_s": 1 / statistics.median(t_fast_noaug),
+        "fastpanc_cpu_bf16_it_per_s": 1 / statistics.median(t_bf16[0]) if t_bf16 else None,
         "sampler_batches_per_s": 1 / statistics.median(t_data),
         "features_per_stage": plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"][
             "features_per_stage"

@@ -89,6 +89,13 @@ def _add_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gpu-memory-gb", type=float, default=8.0, help="memory target of the planner (ResEnc M: 8)"
     )
+    p.add_argument(
+        "--target-spacing",
+        type=float,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="target spacing in mm instead of the planner's (nnU-Net's -overwrite_target_spacing)",
+    )
     p.add_argument("-j", "--workers", type=int, default=2)
 
 

@@ -49,7 +49,10 @@ def plan_from_fingerprint(
     """
     settings = settings or PlanSettings()
     p = Planner(fingerprint, dataset_json or {}, settings)
-    full = target_spacing(p.spacings, p.shapes)
+    if settings.target_spacing is not None:
+        full = np.array(settings.target_spacing, dtype=np.float64)
+    else:
+        full = target_spacing(p.spacings, p.shapes)
     forward = [int(np.argmax(full))] + [i for i in range(3) if i != int(np.argmax(full))]
     backward = [forward.index(i) for i in range(3)]
     full_t = full[forward]
@@ -123,7 +126,12 @@ def plan_command(args: argparse.Namespace) -> int:
     """``fastpanc plan DATASET`` or ``fastpanc plan --from-fingerprint FILE -o plans.json``."""
     from fastpanc.data.fingerprint import extract_fingerprint
 
-    settings = PlanSettings(gpu_memory_gb=args.gpu_memory_gb)
+    spacing = tuple(args.target_spacing) if args.target_spacing else None
+    settings = PlanSettings(gpu_memory_gb=args.gpu_memory_gb, target_spacing=spacing)
+    if spacing is not None:
+        log.warning(
+            "target spacing %s mm given: the plan is not nnU-Net's ResEnc M for this dataset", spacing
+        )
     if args.gpu_memory_gb != 8.0:
         log.warning(
             "planning for %.3g GB instead of ResEnc M's 8 GB: the plan is not nnU-Net's ResEnc M",

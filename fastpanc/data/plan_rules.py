@@ -51,6 +51,8 @@ class PlanSettings:
         gpu_memory_gb: the memory target; ResEnc M is 8. Smaller targets give smaller patches (CPU demos).
         plans_name: ``plans_name`` written into the plans.
         num_subtypes, head, head_hidden, subtype_names: fastpanc's classification head (``"fastpanc"`` section).
+        target_spacing: ``(z, y, x)`` mm replacing the fingerprint's target spacing (nnU-Net's
+            ``-overwrite_target_spacing``); None: nnU-Net's rule.
     """
 
     gpu_memory_gb: float = 8.0
@@ -59,10 +61,15 @@ class PlanSettings:
     head: str = "attention"
     head_hidden: int = 128
     subtype_names: tuple[str, ...] = field(default=("0", "1", "2"))
+    target_spacing: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.gpu_memory_gb > 0:
             raise ValueError(f"gpu_memory_gb must be > 0, got {self.gpu_memory_gb}")
+        if self.target_spacing is not None and (
+            len(self.target_spacing) != 3 or not all(s > 0 for s in self.target_spacing)
+        ):
+            raise ValueError(f"target_spacing must be three positive mm (z, y, x), got {self.target_spacing}")
         if self.head not in ("attention", "pool"):
             raise ValueError(f"head must be 'attention' or 'pool', got {self.head!r}")
         if self.num_subtypes < 1 or len(self.subtype_names) != self.num_subtypes:

@@ -84,6 +84,27 @@ def test_anisotropic_dataset_gets_lowres_free_aniso_plan():
     assert plans["transpose_forward"] == [0, 1, 2]
 
 
+def test_target_spacing_overrides_the_planners(tmp_path: Path, capsys):
+    spacings = [[5.0, 0.8, 0.8]] * 8 + [[4.0, 0.8, 0.8]] * 2
+    shapes = [[30, 400, 400]] * 10
+    plans = plan_from_fingerprint(
+        _fingerprint(spacings, shapes), settings=PlanSettings(target_spacing=(3.0, 1.0, 1.0))
+    )
+    full = plans["configurations"]["3d_fullres"]
+    assert full["spacing"] == [3.0, 1.0, 1.0]
+    # the image sizes follow the new grid: 30 x 400 x 400 voxels at 5 x 0.8 x 0.8 mm are 50 x 320 x 320 at 3 x 1 x 1
+    assert full["median_image_size_in_voxels"] == pytest.approx([50, 320, 320], abs=1)
+    fp = tmp_path / "fingerprint.json"
+    fp.write_text(json.dumps(_fingerprint(spacings, shapes)))
+    out = tmp_path / "plans.json"
+    assert (
+        main(["plan", "--from-fingerprint", str(fp), "-o", str(out), "--target-spacing", "2", "1", "1"]) == 0
+    )
+    assert json.loads(out.read_text())["configurations"]["3d_fullres"]["spacing"] == [2.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="target_spacing must be three positive"):
+        PlanSettings(target_spacing=(2.0, 0.0, 1.0))
+
+
 def test_large_images_add_a_lowres_cascade():
     spacings = [[1.0, 1.0, 1.0]] * 4
     shapes = [[400, 400, 400]] * 4
