@@ -4,8 +4,8 @@
 # Training uses the cohort of seed 0 (its split's val cases pick the best checkpoint); the numbers are measured
 # on a separate cohort (seed 1) that training never saw, through the full predictor on the raw images.
 #
-# Usage: benchmarks/train_proof.sh [OUT]   (env: MINUTES=19 CASES=600 TEST_CASES=45 SCALE=0.4 JOBS=2,
-#        SPACING="3.75 1.83 1.83" (the training grid, z y x mm; empty: the planner's median rule),
+# Usage: benchmarks/train_proof.sh [OUT]   (env: MINUTES=19 CASES=300 TEST_CASES=45 SCALE=0.4 JOBS=2,
+#        SPACING="" (empty: the planner's grid; or "Z Y X" mm for `fastpanc plan --target-spacing`),
 #        PATCH="16, 48, 64" (z, y, x), HEAD=attention|pool, BF16=true|false, OMP_NUM_THREADS=2,
 #        DATA=<OUT of an earlier run> to reuse its data)
 set -euo pipefail
@@ -17,12 +17,12 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 BF16="${BF16:-true}"
 OUT="${1:-/tmp/fastpanc-train-proof}"
 MINUTES="${MINUTES:-19}"
-CASES="${CASES:-600}"
+CASES="${CASES:-300}"
 TEST_CASES="${TEST_CASES:-45}"
 SCALE="${SCALE:-0.4}"
-# The generator's slice spacings are discrete (7.5, 2.5, 5.0, 3.75, ... mm), so the planner's median jumps between
-# 3.75 and 5.0 mm with the cohort's size (150 cases: 3.75; 300: 5.0). The proof fixes the finer grid.
-SPACING="${SPACING-3.75 1.83 1.83}"
+# The generator's slice spacings are discrete (7.5, 2.5, 5.0, 3.75, ... mm), so the planner's median slice
+# spacing jumps with the cohort's size (150 cases: 3.75 mm; 300: 5.0 mm). See benchmarks/RESULTS.md.
+SPACING="${SPACING:-}"
 PATCH="${PATCH:-16, 48, 64}"
 JOBS="${JOBS:-2}"
 HEAD="${HEAD:-attention}"
