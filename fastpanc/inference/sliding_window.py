@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fastpanc.inference.config import PADDINGS, SUBTYPE_SOURCES
 from fastpanc.ops import accumulate, finalize, gaussian_map, sliding_window_starts
 
 log = logging.getLogger("fastpanc.inference")
@@ -77,7 +78,7 @@ def padded_shape(
             # one voxel at the bottleneck: instance norm cannot normalise it, so pad to the patch as nnU-Net
             window = tuple(int(p) for p in patch)
     else:
-        raise ValueError(f"padding must be one of 'patch', 'minimal', 'cover', got {padding!r}")
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     return tuple(max(int(s), w) for s, w in zip(shape, window)), window
 
 
@@ -207,8 +208,8 @@ def predict_logits(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if output not in ("logits", "labels"):
         raise ValueError(f"output must be 'logits' or 'labels', got {output!r}")
-    if subtype_from not in ("windows", "lesion_window"):
-        raise ValueError(f"subtype_from must be 'windows' or 'lesion_window', got {subtype_from!r}")
+    if subtype_from not in SUBTYPE_SOURCES:
+        raise ValueError(f"subtype_from must be one of {SUBTYPE_SOURCES}, got {subtype_from!r}")
     if output == "labels" and accumulate_dtype != torch.float32:
         raise ValueError("output='labels' needs float32 accumulation (the fused finalize kernel)")
     device = torch.device(device)

@@ -81,10 +81,19 @@ class _Identityish(torch.nn.Module):
         return torch.cat([-x, x, 0 * x], dim=1)
 
 
-@pytest.mark.parametrize("padding", ["patch", "minimal", "cover"])
-def test_pointwise_network_is_reproduced_exactly_under_any_tiling(padding):
+@pytest.mark.parametrize(
+    "padding,shape,one_window",
+    [
+        ("patch", (19, 37, 29), False),
+        ("minimal", (19, 37, 29), False),
+        ("cover", (19, 37, 29), False),
+        # (12, 16, 16) covers the image in one window; the patch would need two along z
+        ("cover", (11, 14, 14), True),
+    ],
+)
+def test_pointwise_network_is_reproduced_exactly_under_any_tiling(padding, shape, one_window):
     torch.manual_seed(0)
-    data = torch.randn(1, 19, 37, 29)
+    data = torch.randn(1, *shape)
     out = predict_logits(
         _Identityish(),
         data,
@@ -98,24 +107,9 @@ def test_pointwise_network_is_reproduced_exactly_under_any_tiling(padding):
     expected = torch.cat([-data, data, 0 * data])
     torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-5)
     assert out.subtype_probs is None
-    full, window = padded_shape((19, 37, 29), (8, 16, 16), padding, (4, 8, 8))
+    full, window = padded_shape(shape, (8, 16, 16), padding, (4, 8, 8))
     assert out.num_windows == int(np.prod([len(s) for s in sliding_window_starts(full, window, 0.5)]))
-
-
-def test_cover_window_reproduces_a_pointwise_network_in_one_pass():
-    data = torch.randn(1, 11, 14, 14)
-    out = predict_logits(
-        _Identityish(),
-        data,
-        (8, 16, 16),
-        step=0.5,
-        mirror_axes=(),
-        batch_size=1,
-        padding="cover",
-        divisor=(4, 8, 8),
-    )
-    torch.testing.assert_close(out.logits, torch.cat([-data, data, 0 * data]), rtol=1e-5, atol=1e-5)
-    assert out.num_windows == 1  # (12, 16, 16) covers the image; the patch would need two windows along z
+    assert (out.num_windows == 1) == one_window
 
 
 def test_step_outside_range_is_refused():
