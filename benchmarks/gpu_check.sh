@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Every GPU check of fastpanc in one go, for a lent GPU machine (no internet; Python 3.12, torch, Triton,
-# nvcc, pybind11, scikit-build-core, numpy, scipy, scikit-image installed). Run from anywhere:
+# Every GPU check of fastpanc, for a lent GPU machine (no internet; Python 3.12, torch, Triton, nvcc,
+# pybind11, scikit-build-core, numpy, scipy, scikit-image, pytest installed). Run from anywhere:
 #
-#     OUT=/some/empty/folder bash benchmarks/gpu_check.sh
+#     OUT=/some/empty/folder bash benchmarks/gpu_check.sh [checks|train|all]
 #
-# Before: `bash benchmarks/prepare_gpu_carry.sh` here fills .whl/ (SimpleITK, nnunetv2, pytest, ...)
-# and .carry/ (real CT test images and plans); carry both with the working tree.
+# Before: `bash benchmarks/prepare_gpu_carry.sh` here fills .carry/ (SimpleITK, nnunetv2 and friends as
+# site.tar.xz; the real test images, labeled cases and plans); carry what the stage needs (see that script).
 #
-# Steps (each logged, its exit code and time written to $OUT/summary.txt; a failed step does not stop
-# the others): environment, wheels, build (CUDA for sm_90, into a folder on PYTHONPATH), `fastpanc info
-# --json`, the CUDA tests (`pytest -m cuda`), the Triton tests on the GPU (TRITON_INTERPRET unset), and
-# the benchmarks on cuda. Files in $OUT (at most 8): summary.txt, env.log, build.log, info.json,
-# test_cuda.log, test_triton.log, bench.log, bench_results.json. Whole run bounded to ~7.5 minutes.
+# Stages (default all; each step logged, its exit code and time written to $OUT/summary.txt; a failed step
+# does not stop the others):
+#   checks: environment, unpacking, build (CUDA for sm_90, into a folder on PYTHONPATH), `fastpanc info
+#           --json`, the CUDA tests (`pytest -m cuda`), the Triton tests on the GPU (TRITON_INTERPRET unset),
+#           the benchmarks on cuda (kernels and training throughput) and the prediction comparison on the 16
+#           real test images. Files in $OUT: summary.txt, env.log, build.log, info.json, test_cuda.log,
+#           test_triton.log, bench.log, bench_results.json.
+#   train:  environment, unpacking, build, then benchmarks/train_real.sh (ResEnc M on the real labeled cases
+#           for TRAIN_MINUTES, Dice on held-out cases). Files: summary.txt, env.log, build.log,
+#           train_real.log, train_real_summary.json, train_real_progress.png.
+# The whole run is bounded by FASTPANC_GPU_CHECK_BUDGET_S (default 450 s).
 # Exit status: 0 when every step passed and a GPU was used, else 1.
 set -u
 cd "$(dirname "$0")/.."
@@ -23,7 +29,10 @@ START=$(date +%s)
 BUDGET_S="${FASTPANC_GPU_CHECK_BUDGET_S:-450}"
 FAILED=0
 PY=python3
-echo "fastpanc gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)" >"$SUMMARY"
+STAGE="${1:-all}"
+case "$STAGE" in checks | train | all) ;; *) echo "usage: gpu_check.sh [checks|train|all]" >&2; exit 2 ;; esac
+want() { [ "$STAGE" = all ] || [ "$STAGE" = "$1" ]; }
+echo "fastpanc gpu_check ($STAGE) $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)" >"$SUMMARY"
 
 # run_step NAME MAX_SECONDS LOGFILE CMD...: runs CMD with a timeout capped by the remaining budget.
 run_step() {
@@ -68,61 +77,96 @@ if [ "$GPU" != "1" ]; then
   FAILED=1
 fi
 
-# ---- wheels carried in .whl/ (no internet on the GPU machine) -------------------------------------
-INSTALL=/tmp/fastpanc-install  # the build goes here, the carried wheels to /tmp/site
-export PYTHONPATH="$INSTALL:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-if compgen -G ".whl/*.whl" >/dev/null; then
-  run_step "wheels" 90 "$ENVLOG" $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-    --upgrade --target /tmp/site .whl/*.whl
+# ---- packages and data carried in .carry/ (no internet on the GPU machine) -----------------------------
+INSTALL=/tmp/fastpanc-install  # the build goes here
+SITE="${FASTPANC_SITE_DIR:-/tmp/site}"  # the carried packages
+export PYTHONPATH="$INSTALL:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+DATA_DIR="${FASTPANC_DATA_DIR:-/tmp/fastpanc-data}"
+unpack() {
+  set -e
+  if [ -f .carry/site.tar.xz ] && [ ! -f "$SITE/.unpacked" ]; then
+    mkdir -p "$SITE"
+    tar -xJf .carry/site.tar.xz -C "$SITE"
+    touch "$SITE/.unpacked"
+  fi
+  mkdir -p "$DATA_DIR/real/plans"
+  [ -d .carry/plans ] && cp .carry/plans/*.json "$DATA_DIR/real/plans/"
+  for set in test_images labeled; do
+    if [ -f ".carry/$set.tar.xz" ]; then
+      tar -xJf ".carry/$set.tar.xz" -C "$DATA_DIR/real"
+    fi
+  done
+  # back to .nii.gz, as the files were (same voxels and header)
+  find "$DATA_DIR/real" -name '*.nii' -print0 | xargs -0 -r -P "$(nproc)" -n 4 gzip -f -6
+  $PY -c "import SimpleITK, nnunetv2; print('SimpleITK', SimpleITK.Version_VersionString(), 'nnunetv2 from', nnunetv2.__file__)"
+}
+if [ -d .carry ]; then
+  export PY DATA_DIR SITE
+  export -f unpack
+  run_step "unpack" 90 "$ENVLOG" bash -c unpack
 else
-  echo "wheels: none in .whl/ (run benchmarks/prepare_gpu_carry.sh and carry .whl); nnU-Net baselines," \
-    "SimpleITK and pytest must then already be installed" | tee -a "$SUMMARY"
+  echo "unpack: no .carry/ (run benchmarks/prepare_gpu_carry.sh and carry it); SimpleITK, nnU-Net and the" \
+    "real data must then already be there" | tee -a "$SUMMARY"
 fi
-if [ -d .carry/real ]; then
-  export FASTPANC_SHARED_DATA="$REPO/.carry"
-  echo "data: FASTPANC_SHARED_DATA=$FASTPANC_SHARED_DATA ($(ls .carry/real/test_images | wc -l) test images)" \
+if [ -d "$DATA_DIR/real/test_images" ] || [ -d "$DATA_DIR/real/labeled" ]; then
+  export FASTPANC_SHARED_DATA="$DATA_DIR"
+  echo "data: FASTPANC_SHARED_DATA=$DATA_DIR ($(find "$DATA_DIR/real" -name '*.nii.gz' | wc -l) images and masks)" \
     | tee -a "$SUMMARY"
 elif [ -d ../shared/data/real ]; then
   echo "data: ../shared/data" | tee -a "$SUMMARY"
 else
-  echo "data: none (.carry/ absent): the real-data benchmarks will be skipped" | tee -a "$SUMMARY"
+  echo "data: none: the real-data benchmarks will be skipped" | tee -a "$SUMMARY"
 fi
 
 # ---- build: the CUDA kernels are required here (FASTPANC_CUDA=ON fails loudly without nvcc) --------
-rm -rf "$INSTALL" && mkdir -p "$INSTALL"
-run_step "build" 270 "$OUT/build.log" env CUDAARCHS="${CUDAARCHS:-90}" FASTPANC_CUDA=ON \
-  CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" $PY -m pip install -v --no-build-isolation --no-deps --no-cache-dir \
-  -C build-dir="${FASTPANC_GPU_BUILD_DIR:-/tmp/fastpanc-gpu-build}" --target "$INSTALL" .
+# On a machine still warm from an earlier call, FASTPANC_REUSE_BUILD=1 keeps the build of that call when the
+# sources are the same (compared by a hash of csrc/, fastpanc/, CMakeLists.txt and pyproject.toml).
+SRC_HASH=$(find csrc fastpanc CMakeLists.txt pyproject.toml -type f \( -name '*.py' -o -name '*.c*' -o -name '*.h' \
+  -o -name '*.cuh' -o -name '*.txt' -o -name '*.toml' -o -name '*.json' \) -print0 | sort -z | xargs -0 sha1sum | sha1sum)
+if [ "${FASTPANC_REUSE_BUILD:-0}" = 1 ] && [ -f "$INSTALL/.src_hash" ] && [ "$(cat "$INSTALL/.src_hash")" = "$SRC_HASH" ]; then
+  echo "build: reused the build of an earlier call in $INSTALL (same sources)" | tee -a "$SUMMARY"
+else
+  rm -rf "$INSTALL" && mkdir -p "$INSTALL"
+  run_step "build" 270 "$OUT/build.log" env CUDAARCHS="${CUDAARCHS:-90}" FASTPANC_CUDA="${FASTPANC_CUDA:-ON}" \
+    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" $PY -m pip install -v --no-build-isolation --no-deps --no-cache-dir \
+    -C build-dir="${FASTPANC_GPU_BUILD_DIR:-/tmp/fastpanc-gpu-build}" --target "$INSTALL" .
+  if compgen -G "$INSTALL/fastpanc/_C*.so" >/dev/null; then echo "$SRC_HASH" >"$INSTALL/.src_hash"; fi
+fi
 
 # -P: do not put the working directory on sys.path, so `import fastpanc` finds the build, not the sources
 CHECK_IMPORT="import fastpanc, sys; f = fastpanc.__file__; print('fastpanc from', f); \
 sys.exit(0 if f.startswith('$INSTALL/') else 'fastpanc was imported from ' + f + ', not from the build in $INSTALL')"
 run_step "info" 60 "$OUT/build.log" sh -c "$PY -P -c \"$CHECK_IMPORT\" && $PY -P -m fastpanc.cli info --json >'$OUT/info.json'"
 cat "$OUT/info.json" 2>/dev/null
-
-# ---- tests ------------------------------------------------------------------------------------------
+want checks || rm -f "$OUT/info.json"  # the train stage keeps to its own files (8 come back at most)
 unset TRITON_INTERPRET
 PYTEST=($PY -P -m pytest -q -rs -p no:cacheprovider --continue-on-collection-errors)
 # the last line pytest printed ("N passed, M skipped in T s") goes into the summary too
 pytest_tail() { echo "    $(grep -E '(passed|failed|skipped|error|no tests ran)' "$1" | tail -1)" >>"$SUMMARY"; }
-run_step "test_cuda" 150 "$OUT/test_cuda.log" "${PYTEST[@]}" tests -m cuda
-pytest_tail "$OUT/test_cuda.log"
-run_step "test_triton" 90 "$OUT/test_triton.log" "${PYTEST[@]}" tests/ops/test_normalize.py -k triton
-pytest_tail "$OUT/test_triton.log"
 
-# ---- benchmarks on cuda -------------------------------------------------------------------------------
-BENCH_START=$(date +%s)
-# bench_*.py files are named explicitly: pytest collects only test_*.py from a folder
-run_step "bench_cuda" 180 "$OUT/bench.log" "${PYTEST[@]}" -s --benchmark-enable benchmarks/bench_*.py -k cuda
-pytest_tail "$OUT/bench.log"
+if want checks; then
+  # ---- tests ----------------------------------------------------------------------------------------------
+  run_step "test_cuda" 150 "$OUT/test_cuda.log" "${PYTEST[@]}" tests -m cuda
+  pytest_tail "$OUT/test_cuda.log"
+  run_step "test_triton" 90 "$OUT/test_triton.log" "${PYTEST[@]}" tests/ops/test_normalize.py -k triton
+  pytest_tail "$OUT/test_triton.log"
 
-# ---- prediction (fastpanc-predict owner: edit only inside this section) -----------------------------
-# nnUNetv2_predict vs fastpanc exact vs fast on the 16 real test images, ResEnc M, TTA on; appends its
-# markdown table to bench.log and writes benchmarks/results/predict_{exact,fast}-cuda.json (collected below).
-run_step "predict_cuda" 200 "$OUT/bench.log" $PY -P benchmarks/compare_predict.py --cases 16 --device cuda --tta
-# ---- end of prediction section ----------------------------------------------------------------------
-# the cuda results written by this run (older files, e.g. copied back from another machine, are left out)
-$PY - "$OUT/bench_results.json" "$BENCH_START" <<'EOF' || echo "bench_results: could not collect" | tee -a "$SUMMARY"
+  BENCH_START=$(date +%s)
+  # ---- prediction (fastpanc-predict owner: edit only inside this section) -------------------------------
+  # nnUNetv2_predict vs fastpanc exact vs fast on the 16 real test images, ResEnc M, TTA on; appends its
+  # markdown table to bench.log and writes benchmarks/results/predict_{exact,fast}-cuda.json (collected below).
+  run_step "predict_cuda" 240 "$OUT/bench.log" $PY -P benchmarks/compare_predict.py --cases 16 --device cuda --tta
+  # ---- end of prediction section ------------------------------------------------------------------------
+  # ---- benchmarks on cuda -------------------------------------------------------------------------------
+  # bench_*.py files are named explicitly: pytest collects only test_*.py from a folder. nnU-Net's trainer
+  # compiles its network on a GPU by default (minutes here): the throughput row compares both eager
+  # (nnUNet_compile=f), as fastpanc does not compile either.
+  run_step "bench_cuda" 240 "$OUT/bench.log" env nnUNet_compile=f "${PYTEST[@]}" -s --benchmark-enable \
+    benchmarks/bench_*.py -k cuda
+  pytest_tail "$OUT/bench.log"
+
+  # the cuda results written by this run (older files, e.g. copied back from another machine, are left out)
+  $PY - "$OUT/bench_results.json" "$BENCH_START" <<'EOF2' || echo "bench_results: could not collect" | tee -a "$SUMMARY"
 import json, sys
 from pathlib import Path
 
@@ -133,12 +177,24 @@ Path(sys.argv[1]).write_text(json.dumps(rows, indent=2) + "\n")
 for r in rows:
     print(f"bench {r['name']} on {r['device']}: nnU-Net {r['baseline_s']:.5f} s, fastpanc {r['fastpanc_s']:.5f} s, "
           f"{r['ratio']:.2f}x")
-EOF
-$PY - "$OUT/bench_results.json" >>"$SUMMARY" 2>/dev/null <<'EOF'
+EOF2
+  $PY - "$OUT/bench_results.json" >>"$SUMMARY" 2>/dev/null <<'EOF2'
 import json, sys
 for r in json.load(open(sys.argv[1])):
     print(f"bench {r['name']}: {r['ratio']:.2f}x (nnU-Net {r['baseline_s']:.5f} s, fastpanc {r['fastpanc_s']:.5f} s)")
-EOF
+EOF2
+fi
+
+if want train; then
+  # ---- ResEnc M on the real labeled cases ---------------------------------------------------------------
+  TRAIN_DIR=/tmp/fastpanc-train-real
+  left=$((BUDGET_S - ($(date +%s) - START)))
+  echo "train_real: $left s of the budget left, TRAIN_MINUTES=${TRAIN_MINUTES:-3}" | tee -a "$SUMMARY"
+  run_step "train_real" "$left" "$OUT/train_real.log" env DATA="$DATA_DIR/real" MINUTES="${TRAIN_MINUTES:-3}" \
+    DEVICE=cuda bash benchmarks/train_real.sh "$TRAIN_DIR"
+  cp "$TRAIN_DIR/train_real_summary.json" "$TRAIN_DIR/train_real_progress.png" "$OUT/" 2>/dev/null
+  cat "$OUT/train_real_summary.json" >>"$SUMMARY" 2>/dev/null
+fi
 
 echo "total: $(($(date +%s) - START)) s; $([ "$FAILED" -eq 0 ] && echo PASSED || echo 'SOME STEPS FAILED')" \
   | tee -a "$SUMMARY"
