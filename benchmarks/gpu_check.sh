@@ -2,7 +2,7 @@
 # Every GPU check of fastpanc, for a lent GPU machine (no internet; Python 3.12, torch, Triton, nvcc,
 # pybind11, scikit-build-core, numpy, scipy, scikit-image, pytest installed). Run from anywhere:
 #
-#     OUT=/some/empty/folder bash benchmarks/gpu_check.sh [checks|train|all]
+#     OUT=/some/empty/folder bash benchmarks/gpu_check.sh [checks|train|predict|all]
 #
 # Before: `bash benchmarks/prepare_gpu_carry.sh` here fills .carry/ (SimpleITK, nnunetv2 and friends as
 # site.tar.xz; the real test images, labeled cases and plans); carry what the stage needs (see that script).
@@ -14,6 +14,8 @@
 #           the benchmarks on cuda (kernels and training throughput) and the prediction comparison on the 16
 #           real test images. Files in $OUT: summary.txt, env.log, build.log, info.json, test_cuda.log,
 #           test_triton.log, bench.log, bench_results.json.
+#   predict: (a short rerun) environment, unpacking, build, the CUDA tests of the predictor and trainer, and
+#           the prediction comparison. Files as checks, without test_triton.log.
 #   train:  environment, unpacking, build, then benchmarks/train_real.sh (ResEnc M on the real labeled cases
 #           for TRAIN_MINUTES, Dice on held-out cases). Files: summary.txt, env.log, build.log,
 #           train_real.log, train_real_summary.json, train_real_progress.png.
@@ -30,8 +32,8 @@ BUDGET_S="${FASTPANC_GPU_CHECK_BUDGET_S:-450}"
 FAILED=0
 PY=python3
 STAGE="${1:-all}"
-case "$STAGE" in checks | train | all) ;; *) echo "usage: gpu_check.sh [checks|train|all]" >&2; exit 2 ;; esac
-want() { [ "$STAGE" = all ] || [ "$STAGE" = "$1" ]; }
+case "$STAGE" in checks | train | predict | all) ;; *) echo "usage: gpu_check.sh [checks|train|predict|all]" >&2; exit 2 ;; esac
+want() { [ "$STAGE" = all ] || [ "$STAGE" = "$1" ] || { [ "$1" = checks ] && [ "$STAGE" = predict ]; }; }
 echo "fastpanc gpu_check ($STAGE) $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)" >"$SUMMARY"
 
 # run_step NAME MAX_SECONDS LOGFILE CMD...: runs CMD with a timeout capped by the remaining budget.
@@ -146,10 +148,17 @@ pytest_tail() { echo "    $(grep -E '(passed|failed|skipped|error|no tests ran)'
 
 if want checks; then
   # ---- tests ----------------------------------------------------------------------------------------------
-  run_step "test_cuda" 150 "$OUT/test_cuda.log" "${PYTEST[@]}" tests -m cuda
+  if [ "$STAGE" = predict ]; then
+    run_step "test_cuda" 150 "$OUT/test_cuda.log" "${PYTEST[@]}" tests/inference/test_cuda_predict.py \
+      tests/training/test_cuda_train.py tests/inference/test_predictor.py -m "cuda or not slow"
+  else
+    run_step "test_cuda" 150 "$OUT/test_cuda.log" "${PYTEST[@]}" tests -m cuda
+  fi
   pytest_tail "$OUT/test_cuda.log"
-  run_step "test_triton" 90 "$OUT/test_triton.log" "${PYTEST[@]}" tests/ops/test_normalize.py -k triton
-  pytest_tail "$OUT/test_triton.log"
+  if [ "$STAGE" != predict ]; then
+    run_step "test_triton" 90 "$OUT/test_triton.log" "${PYTEST[@]}" tests/ops/test_normalize.py -k triton
+    pytest_tail "$OUT/test_triton.log"
+  fi
 
   BENCH_START=$(date +%s)
   # ---- prediction (fastpanc-predict owner: edit only inside this section) -------------------------------
@@ -161,9 +170,11 @@ if want checks; then
   # bench_*.py files are named explicitly: pytest collects only test_*.py from a folder. nnU-Net's trainer
   # compiles its network on a GPU by default (minutes here): the throughput row compares both eager
   # (nnUNet_compile=f), as fastpanc does not compile either.
-  run_step "bench_cuda" 240 "$OUT/bench.log" env nnUNet_compile=f "${PYTEST[@]}" -s --benchmark-enable \
-    benchmarks/bench_*.py -k cuda
-  pytest_tail "$OUT/bench.log"
+  if [ "$STAGE" != predict ]; then
+    run_step "bench_cuda" 240 "$OUT/bench.log" env nnUNet_compile=f "${PYTEST[@]}" -s --benchmark-enable \
+      benchmarks/bench_*.py -k cuda
+    pytest_tail "$OUT/bench.log"
+  fi
 
   # the cuda results written by this run (older files, e.g. copied back from another machine, are left out)
   $PY - "$OUT/bench_results.json" "$BENCH_START" <<'EOF2' || echo "bench_results: could not collect" | tee -a "$SUMMARY"
@@ -190,8 +201,10 @@ if want train; then
   TRAIN_DIR=/tmp/fastpanc-train-real
   left=$((BUDGET_S - ($(date +%s) - START)))
   echo "train_real: $left s of the budget left, TRAIN_MINUTES=${TRAIN_MINUTES:-3}" | tee -a "$SUMMARY"
-  run_step "train_real" "$left" "$OUT/train_real.log" env DATA="$DATA_DIR/real" MINUTES="${TRAIN_MINUTES:-3}" \
-    DEVICE=cuda bash benchmarks/train_real.sh "$TRAIN_DIR"
+  # the `fastpanc` command of the build is in $INSTALL/bin; train_real.sh fits its steps into BUDGET_S
+  run_step "train_real" "$left" "$OUT/train_real.log" env PATH="$INSTALL/bin:$PATH" PYTHON="$PY" \
+    DATA="$DATA_DIR/real" MINUTES="${TRAIN_MINUTES:-3}" BUDGET_S=$((left - 15)) DEVICE=cuda \
+    bash benchmarks/train_real.sh "$TRAIN_DIR"
   cp "$TRAIN_DIR/train_real_summary.json" "$TRAIN_DIR/train_real_progress.png" "$OUT/" 2>/dev/null
   cat "$OUT/train_real_summary.json" >>"$SUMMARY" 2>/dev/null
 fi

@@ -45,7 +45,8 @@ def predict_command(args: argparse.Namespace) -> int:
                 "model": str(predictor.model.path),
                 "folds": predictor.model.folds,
                 "device": str(predictor.device),
-                "autocast": str(predictor.autocast),
+                # the dtype the network runs in under autocast ("torch.bfloat16"), null without autocast
+                "autocast": None if predictor.autocast is None else str(predictor.autocast),
             },
             indent=2,
         )

@@ -23,8 +23,10 @@ class PredictConfig:
     float32, padding to the patch size, logits resampled with order 1 before the argmax).
     ``mode="fast"``: no TTA unless asked, step ``FAST_STEP``, bfloat16 autocast where the device has it, the
     least padding the network allows with windows grown to cover axes up to 1.5 patches long (``padding="cover"``,
-    see ``sliding_window.padded_shape``), argmax before a nearest-neighbour resize. Fields left ``None`` take
-    the mode's value (see :meth:`resolved`). ``subtype_from`` (multitask models): ``"lesion_window"`` runs
+    see ``sliding_window.padded_shape``) on a CPU, and patch-sized windows on a GPU (``padding="patch"``: every
+    window has the same shape, so cuDNN picks its convolution algorithms once; with a new window shape per
+    image, its autotuning took 1-2 s per image on an H200, more than the network itself), argmax before a
+    nearest-neighbour resize. Fields left ``None`` take the mode's value (see :meth:`resolved`). ``subtype_from`` (multitask models): ``"lesion_window"`` runs
     one more window centred on the largest predicted lesion and takes the subtype from it, falling back to
     ``"windows"`` (the sliding windows' outputs weighted by their lesion voxels) when no lesion is predicted.
     """
@@ -58,14 +60,15 @@ class PredictConfig:
         if self.roi_margin_mm < 0:
             raise ValueError(f"roi_margin_mm must be >= 0, got {self.roi_margin_mm}")
 
-    def resolved(self) -> PredictConfig:
-        """A copy with every ``None`` replaced by the mode's value."""
+    def resolved(self, device_type: str = "cpu") -> PredictConfig:
+        """A copy with every ``None`` replaced by the mode's value on a ``device_type`` (cpu or cuda) device."""
         exact = self.mode == "exact"
+        fast_padding = "patch" if device_type == "cuda" else "cover"
         values: dict[str, Any] = {
             "tta": exact if self.tta is None else self.tta,
             "step": (0.5 if exact else FAST_STEP) if self.step is None else self.step,
             "autocast": (not exact) if self.autocast is None else self.autocast,
-            "padding": ("patch" if exact else "cover") if self.padding is None else self.padding,
+            "padding": ("patch" if exact else fast_padding) if self.padding is None else self.padding,
             "export": ("resample_logits" if exact else "argmax_nearest")
             if self.export is None
             else self.export,

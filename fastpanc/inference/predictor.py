@@ -78,8 +78,8 @@ class Predictor:
         device: str | torch.device = "cpu",
         config: PredictConfig | None = None,
     ) -> None:
-        self.config = (config or PredictConfig()).resolved()
         self.device = resolve_device(device)
+        self.config = (config or PredictConfig()).resolved(self.device.type)
         self.model: ModelFolder = load_model_folder(
             model_dir,
             None if folds is None else [str(f) for f in folds],

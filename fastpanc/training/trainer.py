@@ -77,6 +77,9 @@ class Trainer:
         device = torch.device(device)
         self.dist: DistInfo = init_distributed(device)
         self.device = distributed_device(device, self.dist)
+        if self.device.type == "cuda":
+            # fixed patch and batch shapes: let cuDNN pick its fastest convolution algorithms, as nnU-Net does
+            torch.backends.cudnn.benchmark = True
         self.fold_dir = self.output / f"fold_{fold}"
         latest = self.fold_dir / "checkpoint_latest.pth"
         if resume:

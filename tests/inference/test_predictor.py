@@ -30,6 +30,10 @@ def test_fast_mode_settings():
     e = PredictConfig(mode="exact").resolved()
     assert (e.tta, e.step, e.autocast, e.padding, e.export) == (True, 0.5, False, "patch", "resample_logits")
     assert PredictConfig(mode="fast", tta=True).resolved().tta is True
+    # on a GPU, fast mode keeps every window patch-sized (cuDNN tunes its algorithms once per shape)
+    assert PredictConfig(mode="fast").resolved("cuda").padding == "patch"
+    assert PredictConfig(mode="fast", padding="cover").resolved("cuda").padding == "cover"
+    assert PredictConfig(mode="exact").resolved("cuda").padding == "patch"
     with pytest.raises(ValueError, match="step must be in"):
         PredictConfig(step=1.5)
     with pytest.raises(ValueError, match="mode must be one of"):
