@@ -202,6 +202,23 @@ def test_atomic_save_leaves_no_partial_file(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["c.pth"]
 
 
+def test_minutes_budget_counts_checkpoint_writes(tiny_preprocessed: Path, tmp_path: Path) -> None:
+    """``minutes`` is wall-clock time: slow checkpoint writes (1.2 GB for ResEnc M) end the run sooner."""
+    import time
+
+    cfg = QUICK.replace(epochs=200, minutes=2.0 / 60, iterations_per_epoch=1)
+    tr = Trainer(tiny_preprocessed, tmp_path / "m", cfg, "cpu")
+    save = tr.save
+    tr.save = lambda name: (time.sleep(0.4), save(name))
+    t0 = time.perf_counter()
+    tr.fit()
+    wall = time.perf_counter() - t0
+    # epochs take ~0.1 s here; counting only them, the 2 s budget would allow ~20 epochs and ~15 s of writes
+    assert wall < 2.0 + 2.5, (wall, tr.epoch)
+    assert tr.elapsed_s >= 0.4 * (tr.epoch - 1)
+    assert (tmp_path / "m/fold_0/checkpoint_final.pth").is_file()
+
+
 def test_minutes_budget_stops_and_schedules_by_time(tiny_preprocessed: Path, tmp_path: Path) -> None:
     cfg = QUICK.replace(epochs=50, minutes=1e-4, iterations_per_epoch=1)
     tr = Trainer(tiny_preprocessed, tmp_path / "m", cfg, "cpu")
