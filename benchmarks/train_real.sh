@@ -19,8 +19,8 @@
 #   BUDGET_S    wall-clock budget of the whole script in seconds [225]: training is shortened (and, at the
 #               worst, stopped) so that prediction and evaluation still fit; MINUTES stays the upper bound.
 #               BUDGET_S= (empty) trains the full MINUTES
-#   RESERVE_S   seconds BUDGET_S keeps for training start-up, the checkpoint saves after each epoch (the
-#               trainer's minutes count epoch time only), prediction, evaluation and the summary [90]
+#   RESERVE_S   seconds BUDGET_S keeps for training start-up (process, data, cuDNN autotuning), the final
+#               checkpoint, prediction, evaluation and the summary [90]
 #   KEEP_LARGE=1  keep the checkpoints (~1.2 GB each for ResEnc M), OUT/pre and OUT/raw; by default they are
 #               deleted at the end, once the summary is written
 #   ITERS       training iterations per epoch [100]       VAL_ITERS  validation batches per epoch [10]

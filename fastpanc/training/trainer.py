@@ -177,7 +177,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
         self.augment = Augmenter(cfg.augmentation)
         self.epoch, self.elapsed_s, self.ema, self.best_ema = 0, 0.0, None, -math.inf
-        self.save_s = 0.0  # how long the checkpoint writes after the last epoch took (a minutes budget counts them)
+        self.save_s = (
+            0.0  # how long the checkpoint writes after the last epoch took (a minutes budget counts them)
+        )
         history = None
         if resume:
             history = self._load(latest)
@@ -376,7 +378,10 @@ class Trainer:
                     self.save("checkpoint_latest.pth")
                     self.save_s = time.perf_counter() - t_save
                 # stop when one more epoch and its writes (and the final checkpoint) would overrun the budget
-                stop = cfg.minutes is not None and self.elapsed_s + epoch_s + 2 * self.save_s > 60.0 * cfg.minutes
+                stop = (
+                    cfg.minutes is not None
+                    and self.elapsed_s + epoch_s + 2 * self.save_s > 60.0 * cfg.minutes
+                )
                 if broadcast_bool(stop, self.dist, self.device):
                     break
                 if stop_after is not None and self.epoch - first >= stop_after and self.epoch < cfg.epochs:
