@@ -11,6 +11,8 @@ import torch
 from fastpanc.model.network import NetOutput
 from fastpanc.training.sampling import Case, PatchSampler, crop_bbox, extract
 
+CLS_BATCH_FACTOR = 4
+
 
 def macro_f1(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     """Macro-averaged F1 over the labels present in ``y_true`` or ``y_pred`` (scikit-learn's definition)."""
@@ -80,16 +82,22 @@ def validate(
                 total = loss_fn(out, seg, torch.from_numpy(b["subtype"]).to(device))[0]
             losses.append(float(total))
             counts += region_counts(out.seg[0].argmax(1), seg[:, 0].long()).cpu()
-        y_true, y_pred = [], []
-        for case in sampler.cases:
-            lower = crop_bbox(
-                sampler.patch_size, case.image.shape[1:], np.random.default_rng(0), case_centre(case)
-            )
-            x = torch.from_numpy(extract(case.image, lower, sampler.patch_size, 0.0)[None]).to(device)
+        # one lesion-centred patch per case, run in batches of CLS_BATCH_FACTOR training batches (no activations
+        # are kept for a backward pass, and samples are independent in eval mode: instance norm, per-sample head)
+        y_true = [case.subtype for case in sampler.cases]
+        y_pred: list[int] = []
+        step = CLS_BATCH_FACTOR * sampler.batch_size
+        for first in range(0, len(sampler.cases), step):
+            patches = []
+            for case in sampler.cases[first : first + step]:
+                lower = crop_bbox(
+                    sampler.patch_size, case.image.shape[1:], np.random.default_rng(0), case_centre(case)
+                )
+                patches.append(extract(case.image, lower, sampler.patch_size, 0.0))
+            x = torch.from_numpy(np.stack(patches)).to(device)
             with autocast():
                 logits = network(x).cls
-            y_true.append(case.subtype)
-            y_pred.append(int(logits.float().argmax(1)[0]))
+            y_pred.extend(int(v) for v in logits.float().argmax(1).cpu())
     finally:
         network.train(was_training)
     dice_p, dice_l = dice_from_counts(counts)

@@ -36,3 +36,34 @@ def test_pseudo_dice_of_regions() -> None:
         region_counts(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long))
     )
     assert math.isnan(absent)
+
+
+def test_subtype_patches_run_in_batches_with_the_same_predictions(
+    tiny_preprocessed, tmp_path, monkeypatch
+) -> None:
+    """The per-case subtype patches run batched; each case gets the prediction it gets alone."""
+    from contextlib import nullcontext
+
+    from fastpanc.training import validation
+    from fastpanc.training.config import TrainConfig
+    from fastpanc.training.trainer import Trainer
+
+    cfg = TrainConfig(num_workers=1, patch_size=(8, 16, 16), batch_size=2, lambda_ramp_epochs=0)
+    tr = Trainer(tiny_preprocessed, tmp_path / "m", cfg, "cpu")
+    seen: list[list[int]] = []
+    monkeypatch.setattr(validation, "macro_f1", lambda t, p: seen.append(list(p)) or 0.0)
+    batches: list[int] = []
+    forward = tr.network.forward
+    monkeypatch.setattr(tr.network, "forward", lambda x, *a: batches.append(x.shape[0]) or forward(x, *a))
+
+    def run(factor: int) -> None:
+        monkeypatch.setattr(validation, "CLS_BATCH_FACTOR", factor)
+        batches.clear()
+        objective = lambda out, seg, sub: tr.objective(out, seg, sub, 0)  # noqa: E731
+        validation.validate(tr.network, tr.val_sampler, 1, objective, tr.device, nullcontext)
+
+    run(1)
+    one = batches[1:]  # after the one pseudo-Dice batch
+    run(10)
+    assert one == [2, 1] and batches[1:] == [3]  # 3 validation cases
+    assert seen[0] == seen[1] and len(seen[0]) == 3
