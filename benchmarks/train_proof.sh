@@ -6,7 +6,7 @@
 #
 # Usage: benchmarks/train_proof.sh [OUT]   (env: MINUTES=19 CASES=300 TEST_CASES=45 SCALE=0.4 JOBS=2,
 #        SPACING="" (empty: the planner's grid; or "Z Y X" mm for `fastpanc plan --target-spacing`),
-#        PATCH="16, 48, 64" (z, y, x), HEAD=attention|pool, BF16=true|false, OMP_NUM_THREADS=2,
+#        PATCH="16, 48, 64" (z, y, x), HEAD=attention|pool, BF16=true|false, OMP_NUM_THREADS=2, ITERS=40,
 #        DATA=<OUT of an earlier run> to reuse its data)
 set -euo pipefail
 # Two intra-op threads with bf16 autocast (BF16=true; this CPU has AVX512-BF16): one training step of the
@@ -26,6 +26,7 @@ SPACING="${SPACING:-}"
 PATCH="${PATCH:-16, 48, 64}"
 JOBS="${JOBS:-2}"
 HEAD="${HEAD:-attention}"
+ITERS="${ITERS:-40}"  # training iterations per epoch (validation runs after each epoch)
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
@@ -48,7 +49,7 @@ fi
 cat > "$OUT/train_config.json" <<JSON
 {
   "minutes": $MINUTES,
-  "iterations_per_epoch": 40,
+  "iterations_per_epoch": $ITERS,
   "val_iterations": 4,
   "batch_size": 2,
   "patch_size": [$PATCH],
