@@ -126,8 +126,13 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="model folder")
     p.add_argument("--config", help="training config JSON (see fastpanc.training.config.TrainConfig)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--minutes", type=float)
+    g.add_argument("--epochs", type=int, help="number of epochs (overrides the config's)")
+    g.add_argument(
+        "--minutes",
+        type=float,
+        help="wall-clock training budget instead of epochs (training, validation and checkpoint writes); "
+        "the poly LR decays over it",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--resume",
