@@ -149,8 +149,7 @@ pytest_tail() { echo "    $(grep -E '(passed|failed|skipped|error|no tests ran)'
 if want checks; then
   # ---- tests ----------------------------------------------------------------------------------------------
   if [ "$STAGE" = predict ]; then
-    run_step "test_cuda" 150 "$OUT/test_cuda.log" "${PYTEST[@]}" tests/inference/test_cuda_predict.py \
-      tests/training/test_cuda_train.py tests/inference/test_predictor.py -m "cuda or not slow"
+    run_step "test_cuda" 150 "$OUT/test_cuda.log" "${PYTEST[@]}" tests/inference tests/training -m cuda
   else
     run_step "test_cuda" 150 "$OUT/test_cuda.log" "${PYTEST[@]}" tests -m cuda
   fi

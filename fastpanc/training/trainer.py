@@ -177,9 +177,6 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
         self.augment = Augmenter(cfg.augmentation)
         self.epoch, self.elapsed_s, self.ema, self.best_ema = 0, 0.0, None, -math.inf
-        self.save_s = (
-            0.0  # how long the checkpoint writes after the last epoch took (a minutes budget counts them)
-        )
         history = None
         if resume:
             history = self._load(latest)
@@ -337,6 +334,9 @@ class Trainer:
         continue with ``resume=True``), e.g. to fit a job time limit.
         """
         cfg, first, interrupted = self.config, self.epoch, False
+        # a minutes budget is wall-clock time: since this run (re)started, on top of what a resumed run had
+        # spent; epochs, validation and checkpoint writes (1.2 GB each for ResEnc M with its optimiser state)
+        run_start, spent_before = time.perf_counter(), self.elapsed_s
         with PrefetchLoader(
             self.sampler.sample,
             num_workers=cfg.num_workers,
@@ -353,9 +353,7 @@ class Trainer:
                     )
                     row["ema_score"] = self.ema
                 epoch_s = time.perf_counter() - t0
-                # the budget is wall-clock time: the previous epoch's checkpoint writes count too (ResEnc M with
-                # its optimiser state writes 1.2 GB per checkpoint)
-                self.elapsed_s += epoch_s + self.save_s
+                self.elapsed_s = spent_before + time.perf_counter() - run_start
                 row["epoch_time_s"] = epoch_s
                 self.epoch += 1
                 if self.dist.is_main:
@@ -371,17 +369,14 @@ class Trainer:
                         epoch_s,
                         row["data_wait_s"],
                     )
-                    t_save = time.perf_counter()
                     if self.ema > self.best_ema:
                         self.best_ema = self.ema
                         self.save("checkpoint_best.pth")
                     self.save("checkpoint_latest.pth")
-                    self.save_s = time.perf_counter() - t_save
-                # stop when one more epoch and its writes (and the final checkpoint) would overrun the budget
-                stop = (
-                    cfg.minutes is not None
-                    and self.elapsed_s + epoch_s + 2 * self.save_s > 60.0 * cfg.minutes
-                )
+                # stop when one more epoch with its writes, and then the final checkpoint, would overrun the budget
+                cycle_s = time.perf_counter() - t0  # this epoch and its writes
+                now_s = spent_before + time.perf_counter() - run_start
+                stop = cfg.minutes is not None and now_s + cycle_s + (cycle_s - epoch_s) > 60.0 * cfg.minutes
                 if broadcast_bool(stop, self.dist, self.device):
                     break
                 if stop_after is not None and self.epoch - first >= stop_after and self.epoch < cfg.epochs:

@@ -26,22 +26,26 @@ QUICK = TrainConfig(
 )
 
 
-def test_loss_falls_and_both_heads_get_gradients(tiny_preprocessed: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig(
-        optimizer="adamw",
-        lr=3e-3,
-        lambda_ramp_epochs=0,
-        lambda_cls=1.0,
-        num_workers=1,
-        patch_size=(8, 16, 16),
-        batch_size=4,
-        augmentation=AugmentConfig(enabled=False),
-        oversample_foreground=1.0,
-    )
-    tr = Trainer(tiny_preprocessed, tmp_path / "m", cfg, "cpu")
+# a config that learns the tiny dataset within a few dozen steps
+LEARN = TrainConfig(
+    optimizer="adamw",
+    lr=3e-3,
+    lambda_ramp_epochs=0,
+    lambda_cls=1.0,
+    num_workers=1,
+    patch_size=(8, 16, 16),
+    batch_size=4,
+    augmentation=AugmentConfig(enabled=False),
+    oversample_foreground=1.0,
+)
+
+
+def run_steps(tr: Trainer, steps: int) -> tuple[list[dict], list[tuple[float, float, float]]]:
+    """``steps`` training steps cycling over 4 sampled batches; after the first, the subtype head, the decoder
+    and the first encoder layer must all have non-zero gradients. Returns the batches and the losses."""
     batches = [tr.sampler.sample(0, it) for it in range(4)]
     losses = []
-    for step in range(24):
+    for step in range(steps):
         b = {k: torch.from_numpy(v) for k, v in batches[step % 4].items()}
         losses.append(tr.train_step(b, seed=step))
         if step == 0:
@@ -51,6 +55,12 @@ def test_loss_falls_and_both_heads_get_gradients(tiny_preprocessed: Path, tmp_pa
             assert any(g is not None and float(g.abs().sum()) > 0 for g in seg_out)
             first_enc = next(tr.network.encoder.parameters()).grad
             assert first_enc is not None and float(first_enc.abs().sum()) > 0
+    return batches, losses
+
+
+def test_loss_falls_and_both_heads_get_gradients(tiny_preprocessed: Path, tmp_path: Path) -> None:
+    tr = Trainer(tiny_preprocessed, tmp_path / "m", LEARN, "cpu")
+    batches, losses = run_steps(tr, 24)
     # the classification loss only counts patches that show the lesion
     no_lesion = {k: torch.from_numpy(v) for k, v in batches[0].items()}
     no_lesion["seg"] = torch.where(no_lesion["seg"] == 2, 1, no_lesion["seg"])
@@ -227,3 +237,29 @@ def test_minutes_budget_stops_and_schedules_by_time(tiny_preprocessed: Path, tmp
     assert tr.epoch == 1  # the first epoch already spent the budget
     assert tr.progress() > 1.0 and poly_lr(1e-2, tr.progress(), 0.9) == 0.0
     assert (tmp_path / "m/fold_0/checkpoint_final.pth").is_file()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_cuda_training_steps_learn(tiny_preprocessed: Path, tmp_path: Path, amp: str) -> None:
+    """On a GPU: augmentation on the device, bf16 or fp16 autocast (fp16 with a GradScaler), both heads learn."""
+    cfg = LEARN.replace(amp_dtype=amp, augmentation=AugmentConfig(p_rotation=0.3, p_elastic=0.3))
+    tr = Trainer(tiny_preprocessed, tmp_path / "m", cfg, "cuda")
+    assert (tr.scaler is not None) == (amp == "fp16")
+    assert next(tr.network.parameters()).device.type == "cuda"
+    _, losses = run_steps(tr, 30)
+    seg = np.array([s for _, s, _ in losses])
+    assert np.isfinite(seg).all()
+    assert seg[-4:].mean() < 0.9 * seg[:4].mean(), seg
+
+
+@pytest.mark.cuda
+def test_cuda_fit_writes_checkpoints(tiny_preprocessed: Path, tmp_path: Path) -> None:
+    fold = Trainer(tiny_preprocessed, tmp_path / "m", QUICK.replace(iterations_per_epoch=3), "cuda").fit()
+    for name in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth"):
+        assert (fold / name).is_file(), name
+    ck = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=True)
+    assert ck["current_epoch"] == 2
+    assert all(
+        t.device.type == "cpu" and torch.isfinite(t.float()).all() for t in ck["network_weights"].values()
+    )
