@@ -280,18 +280,17 @@ def predict_logits(
         subtype, weighting = aggregate_subtype(
             torch.cat(cls_probs), torch.cat(lesion_vox), torch.cat(pancreas_vox)
         )
-        start = None
         if subtype_from == "lesion_window":  # the argmax is only needed here
             lesion = (labels if labels is not None else logits.argmax(0)) == LESION
             # at most the patch, as in training: a window grown by padding="cover" would change what the head
             # pools over (its global context and the lesion's share of the window)
             lesion_window = tuple(min(int(p), w) for p, w in zip(patch_size, window))
             start = lesion_window_start(lesion, lesion_window, full, lo)
-        if start is not None:
-            t0 = _now(device)
-            sl = tuple(slice(s, s + w) for s, w in zip(start, lesion_window))
-            _, probs = _mirrored_forward(network, data[(slice(None), *sl)][None], mirror_axes, autocast)
-            subtype, weighting = probs[0].cpu(), "lesion_window"
-            if timings is not None:
-                timings["network"] = timings.get("network", 0.0) + _now(device) - t0
+            if start is not None:
+                t0 = _now(device)
+                sl = tuple(slice(s, s + w) for s, w in zip(start, lesion_window))
+                _, probs = _mirrored_forward(network, data[(slice(None), *sl)][None], mirror_axes, autocast)
+                subtype, weighting = probs[0].cpu(), "lesion_window"
+                if timings is not None:
+                    timings["network"] = timings.get("network", 0.0) + _now(device) - t0
     return WindowPrediction(logits, subtype, weighting, len(starts), labels)
