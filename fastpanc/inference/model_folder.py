@@ -84,6 +84,19 @@ class ModelFolder:
                 deep_supervision=False,
                 **head,
             )
+        elif _is_resenc(self.plans, self.configuration):
+            # nnU-Net's ResidualEncoderUNet, rebuilt by fastpanc: the same modules and state-dict keys
+            # (tests/model/test_nnunet_compat.py), plus the fused inference pass of fuse_norm_act
+            from fastpanc.model.network import MultitaskResEncUNet
+
+            net = MultitaskResEncUNet.from_plans(
+                self.plans,
+                configuration=self.configuration,
+                num_input_channels=self.num_input_channels,
+                num_seg_classes=self.num_classes,
+                num_subtypes=0,
+                deep_supervision=False,
+            )
         else:
             net = build_nnunet_network(
                 self.plans, self.configuration, self.num_input_channels, self.num_classes
@@ -91,6 +104,17 @@ class ModelFolder:
         if hasattr(net, "deep_supervision"):
             net.deep_supervision = False
         return net.eval()
+
+
+def _is_resenc(plans: dict[str, Any], configuration: str) -> bool:
+    """Whether a plans configuration describes a network fastpanc builds itself (nnU-Net's ResEnc U-Net)."""
+    from fastpanc.model.plans_arch import arch_from_plans
+
+    try:
+        arch_from_plans(plans, configuration)
+    except (ValueError, KeyError, TypeError):
+        return False
+    return True
 
 
 def _known_classes() -> tuple[dict[str, type], dict[str, type]]:

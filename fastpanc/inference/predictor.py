@@ -79,7 +79,8 @@ class Predictor:
         config: PredictConfig | None = None,
     ) -> None:
         self.device = resolve_device(device)
-        self.config = (config or PredictConfig()).resolved(self.device.type)
+        asked = config or PredictConfig()
+        self.config = asked.resolved(self.device.type)
         self.model: ModelFolder = load_model_folder(
             model_dir,
             None if folds is None else [str(f) for f in folds],
@@ -90,6 +91,16 @@ class Predictor:
         for state in self.model.states:  # weights are loaded once, one network per fold
             net = self.model.build_network()
             net.load_state_dict(state)
+            if self.config.fused_norm:
+                if hasattr(net, "fuse_norm_act"):
+                    net.fuse_norm_act("auto")
+                elif asked.fused_norm:
+                    raise ValueError(
+                        f"fused_norm asked for, but {type(net).__name__} (from {self.model.path}) is not a network "
+                        "fastpanc builds; predict with PredictConfig(fused_norm=False)"
+                    )
+                else:
+                    log.info("%s: %s runs with torch's own norm modules", self.model.path, type(net).__name__)
             self.networks.append(net.to(self.device).eval())
         self.mirror_axes = self.model.mirror_axes if self.config.tta else None
         if self.config.tta and self.model.mirror_axes is None:

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fastpanc.ops.norm_act import instance_norm_act
+from fastpanc.ops.pool import avg_pool_down
+
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _TRANSP = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 _NORM = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
@@ -100,9 +103,40 @@ class ConvNormAct(nn.Module):
             self.nonlin = ops.nonlin()
             modules.append(self.nonlin)
         self.all_modules = nn.Sequential(*modules)
+        # inference only: a backend name ("auto", "cpu", ...) runs norm and nonlinearity as one
+        # fastpanc.ops.instance_norm_act pass over the convolution output (see fuse_norm_act)
+        self.fused_norm: str | None = None
+
+    def norm_act(self, y: torch.Tensor, residual: torch.Tensor | None = None, slope: float | None = None) -> torch.Tensor:
+        """This block's norm (+ ``residual``) and its own nonlinearity (or LeakyReLU ``slope``) in one fused pass,
+        written over the convolution output ``y``."""
+        if slope is None and hasattr(self, "nonlin"):
+            slope = self.nonlin.negative_slope
+        norm = self.norm
+        return instance_norm_act(
+            y, norm.weight, norm.bias, norm.eps, slope, residual, backend=self.fused_norm or "auto", inplace=True
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused_norm is not None:
+            return self.norm_act(self.conv(x))
         return self.all_modules(x)
+
+
+def fuse_norm_act(module: nn.Module, backend: str | None = "auto") -> int:
+    """Switch every :class:`ConvNormAct` under ``module`` to the fused inference pass (``backend`` of
+    ``fastpanc.ops.instance_norm_act``), or back to the torch modules with ``None``. Returns how many.
+
+    The fused pass has no backward: use it for prediction only.
+    """
+    n = 0
+    for m in module.modules():
+        if isinstance(m, ConvNormAct):
+            if not isinstance(m.norm, (nn.InstanceNorm2d, nn.InstanceNorm3d)):
+                raise ValueError(f"fuse_norm_act: only instance norm fuses, got {type(m.norm).__name__}")
+            m.fused_norm = backend
+            n += 1
+    return n
 
 
 class StackedConvs(nn.Module):
@@ -148,10 +182,26 @@ class BasicBlockD(nn.Module):
         self.skip: nn.Module = nn.Sequential(*skip) if skip else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv2.fused_norm is not None:  # conv2's norm, the residual and nonlin2 in one pass
+            residual = self._fused_skip(x)
+            return self.conv2.norm_act(self.conv2.conv(self.conv1(x)), residual, self.nonlin2.negative_slope)
         residual = self.skip(x)
         out = self.conv2(self.conv1(x))
         out = out + residual
         return self.nonlin2(out)
+
+
+    def _fused_skip(self, x: torch.Tensor) -> torch.Tensor:
+        """The skip path with average pooling in ``x``'s own dtype (``fastpanc.ops.avg_pool_down``): torch's
+        CPU pool has no bfloat16 kernel, so autocast would widen the whole block input to float32 for it."""
+        if isinstance(self.skip, nn.Identity):
+            return x
+        for m in self.skip:
+            if isinstance(m, (nn.AvgPool2d, nn.AvgPool3d)):
+                x = avg_pool_down(x, as_tuple(m.stride, x.dim() - 2), backend=self.conv2.fused_norm or "auto")
+            else:
+                x = m(x)
+        return x
 
 
 class ResidualStage(nn.Module):

@@ -16,7 +16,9 @@ from fastpanc.ops.crop import (
     paste,
     paste_reference,
 )
+from fastpanc.ops.norm_act import instance_norm_act, instance_norm_act_reference
 from fastpanc.ops.normalize import ct_normalize, ct_normalize_reference
+from fastpanc.ops.pool import avg_pool_down, avg_pool_down_reference
 from fastpanc.ops.resample import compute_new_shape, resample, resample_reference, separate_z_axis
 from fastpanc.ops.resample_labels import resample_labels, resample_labels_reference
 from fastpanc.ops.sliding_window import gaussian_map, sliding_window_starts, window_slices
@@ -26,6 +28,10 @@ __all__ = [
     "slow_paths_taken",
     "ct_normalize",
     "ct_normalize_reference",
+    "instance_norm_act",
+    "instance_norm_act_reference",
+    "avg_pool_down",
+    "avg_pool_down_reference",
     "resample",
     "resample_reference",
     "resample_labels",

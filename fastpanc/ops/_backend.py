@@ -78,6 +78,18 @@ def cpu_reason(*tensors: torch.Tensor, dtypes: Sequence[torch.dtype] | None = No
     return None
 
 
+def cpu_inference_reason(*tensors: torch.Tensor | None) -> str | None:
+    """:func:`cpu_reason` for kernels without a backward (inference only): also refuses tensors that
+    require grad while grad is enabled. ``None`` entries (absent optional inputs) are skipped."""
+    present = [t for t in tensors if t is not None]
+    why = cpu_reason(*present)
+    if why is not None:
+        return why
+    if torch.is_grad_enabled() and any(t.requires_grad for t in present):
+        return "the C++ kernel has no backward; it is for inference (use torch.inference_mode or no_grad)"
+    return None
+
+
 def cuda_reason(*tensors: torch.Tensor, dtypes: Sequence[torch.dtype] | None = None) -> str | None:
     """Why the CUDA kernels cannot take these tensors, or None."""
     ext = extension()

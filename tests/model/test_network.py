@@ -10,6 +10,7 @@ import torch
 from fastpanc.data.plan_rules import resenc_architecture
 from fastpanc.model import ArchConfig, HeadConfig, MultitaskResEncUNet, arch_from_plans
 from fastpanc.model.losses import LossConfig, MultitaskLoss
+from fastpanc.ops import BackendUnavailableError
 
 TOPOLOGIES = {
     # isotropic 3D, 4 stages
@@ -186,3 +187,59 @@ def test_plans_structure_errors() -> None:
     plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"] = "x.PlainConvUNet"
     with pytest.raises(ValueError, match="PlainConvUNet"):
         arch_from_plans(plans)
+
+
+def _randomised(net: MultitaskResEncUNet) -> MultitaskResEncUNet:
+    """Random values in every weight (the init zeroes the last norm of each block, hiding its path)."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.2)
+    return net.eval()
+
+
+@pytest.mark.parametrize(("name", "size"), [("iso3d", (16, 16, 24)), ("aniso3d", (8, 24, 32)), ("plain2d", (20, 12))])
+@pytest.mark.parametrize("head", ["attention", "pool"])
+def test_fused_norm_act_gives_the_same_outputs(name: str, size: tuple[int, ...], head: str) -> None:
+    net = _randomised(_net(name, head=head))
+    keys = set(net.state_dict())
+    x = torch.randn(2, 1, *size)
+    with torch.inference_mode():
+        want = net(x)
+        net.fuse_norm_act("cpu")
+        got = net(x)
+    assert set(net.state_dict()) == keys  # nothing new to save or load
+    for w, g in zip(want.seg, got.seg):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got.cls, want.cls, rtol=1e-4, atol=1e-4)
+    net.fuse_norm_act(None)  # back to the torch modules: the same outputs as before, bit for bit
+    with torch.inference_mode():
+        again = net(x)
+    assert all(torch.equal(a, w) for a, w in zip(again.seg, want.seg))
+
+
+def test_fused_norm_act_under_bf16_autocast() -> None:
+    """bfloat16 activations stay bfloat16 through the fused pass (no widening copies); the logits stay within
+    bf16 rounding of the unfused autocast forward."""
+    net = _randomised(_net("aniso3d", num_subtypes=0))
+    x = torch.randn(1, 1, 8, 24, 32)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want = net(x).seg[0].float()
+        net.fuse_norm_act("cpu")
+        got = net(x).seg[0]
+        stem = net.encoder.stem(x)
+    assert stem.dtype == torch.bfloat16 and got.dtype == torch.bfloat16
+    scale = want.abs().max().item()
+    assert (got.float() - want).abs().max().item() <= 0.05 * scale
+    assert (got.float().argmax(1) == want.argmax(1)).float().mean().item() >= 0.97
+
+
+def test_fused_norm_act_is_for_inference_only() -> None:
+    net = _randomised(_net("iso3d")).train()
+    net.fuse_norm_act("cpu")
+    with pytest.raises(BackendUnavailableError, match="no backward"):
+        net(torch.randn(1, 1, 16, 16, 16))
+    net.fuse_norm_act(None)
+    out = net(torch.randn(1, 1, 16, 16, 16))
+    out.seg[0].sum().backward()
+    assert net.encoder.stem.convs[0].conv.weight.grad is not None

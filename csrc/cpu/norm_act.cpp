@@ -1,0 +1,200 @@
+#include "cpu/norm_act.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "half.h"
+
+namespace fastpanc::cpu {
+namespace {
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// compiled for AVX-512, AVX2 and the x86-64 baseline; the loader picks the best one this CPU runs
+#define FASTPANC_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FASTPANC_SIMD_CLONES
+#endif
+
+// A plane is processed in tiles of kTile elements: half-precision tiles are widened into a float
+// buffer on the stack once per pass, so every arithmetic loop below runs on float arrays.
+constexpr int64_t kTile = 2048;
+
+FASTPANC_SIMD_CLONES
+void bf16_to_f32(const uint16_t* __restrict in, float* __restrict out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits = static_cast<uint32_t>(in[i]) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    out[i] = f;
+  }
+}
+
+FASTPANC_SIMD_CLONES
+void f32_to_bf16(const float* __restrict in, uint16_t* __restrict out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t x;
+    std::memcpy(&x, &in[i], 4);
+    const uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;  // round to nearest even
+    const uint32_t quiet_nan = (x >> 16) | 0x40u;
+    out[i] = static_cast<uint16_t>((x & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+  }
+}
+
+FASTPANC_SIMD_CLONES
+float tile_sum(const float* __restrict p, int64_t n) {
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += p[i];
+  return s;
+}
+
+FASTPANC_SIMD_CLONES
+float tile_sq_dev(const float* __restrict p, int64_t n, float mean) {
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) {
+    const float d = p[i] - mean;
+    s += d * d;
+  }
+  return s;
+}
+
+// y = (x - mean) * scale + beta (+ r), then LeakyReLU when act (torch: x > 0 ? x : x * slope).
+// x, r and y never overlap (restrict lets the compiler vectorise without a runtime alias check).
+FASTPANC_SIMD_CLONES
+void tile_apply(const float* __restrict x, const float* __restrict r, float* __restrict y, int64_t n, float mean,
+                float scale, float beta, bool act, float slope) {
+  if (r != nullptr) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = (x[i] - mean) * scale + beta + r[i];
+      y[i] = act ? (v > 0.0f ? v : v * slope) : v;
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = (x[i] - mean) * scale + beta;
+      y[i] = act ? (v > 0.0f ? v : v * slope) : v;
+    }
+  }
+}
+
+// the same with the output written over x (float32 in place)
+FASTPANC_SIMD_CLONES
+void tile_apply_inplace(float* __restrict xy, const float* __restrict r, int64_t n, float mean, float scale,
+                        float beta, bool act, float slope) {
+  if (r != nullptr) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = (xy[i] - mean) * scale + beta + r[i];
+      xy[i] = act ? (v > 0.0f ? v : v * slope) : v;
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = (xy[i] - mean) * scale + beta;
+      xy[i] = act ? (v > 0.0f ? v : v * slope) : v;
+    }
+  }
+}
+
+// Read elements [b, b + len) of a plane as float: a pointer into the data for float32, else widened into buf.
+const float* load_tile(std::uintptr_t base, DType dt, int64_t b, int64_t len, float* buf) {
+  switch (dt) {
+    case DType::f32:
+      return reinterpret_cast<const float*>(base) + b;
+    case DType::bf16:
+      bf16_to_f32(reinterpret_cast<const uint16_t*>(base) + b, buf, len);
+      return buf;
+    case DType::f16: {
+      const uint16_t* p = reinterpret_cast<const uint16_t*>(base) + b;
+      for (int64_t i = 0; i < len; ++i) buf[i] = half_to_float(p[i]);
+      return buf;
+    }
+    default:
+      return nullptr;  // rejected before any thread starts
+  }
+}
+
+void store_tile(const float* y, std::uintptr_t base, DType dt, int64_t b, int64_t len) {
+  switch (dt) {
+    case DType::f32:
+      return;  // computed in place in the output
+    case DType::bf16:
+      f32_to_bf16(y, reinterpret_cast<uint16_t*>(base) + b, len);
+      return;
+    case DType::f16: {
+      uint16_t* p = reinterpret_cast<uint16_t*>(base) + b;
+      for (int64_t i = 0; i < len; ++i) p[i] = float_to_half(y[i]);
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+size_t elem_size(DType dt) { return dt == DType::f32 ? 4 : 2; }
+
+void check_dtype(DType dt, const char* what) {
+  if (dt != DType::f32 && dt != DType::bf16 && dt != DType::f16) {
+    fail(std::string("instance_norm_act: ") + what + " must be float32, float16 or bfloat16, got " + dtype_name(dt));
+  }
+}
+
+void one_plane(std::uintptr_t x, DType xd, std::uintptr_t r, DType rd, std::uintptr_t out, DType od, int64_t n,
+               float gamma, float beta, float eps, bool act, float slope) {
+  alignas(64) float xbuf[kTile];
+  alignas(64) float rbuf[kTile];
+  alignas(64) float ybuf[kTile];
+  // two passes for the statistics (mean, then squared deviations), as torch's CPU batch norm does;
+  // float within a tile, double across tiles
+  double sum = 0.0;
+  for (int64_t b = 0; b < n; b += kTile) {
+    const int64_t len = std::min(kTile, n - b);
+    sum += tile_sum(load_tile(x, xd, b, len, xbuf), len);
+  }
+  const float mean = static_cast<float>(sum / static_cast<double>(n));
+  double sq = 0.0;
+  for (int64_t b = 0; b < n; b += kTile) {
+    const int64_t len = std::min(kTile, n - b);
+    sq += tile_sq_dev(load_tile(x, xd, b, len, xbuf), len, mean);
+  }
+  const double var = sq / static_cast<double>(n);
+  const float scale = static_cast<float>(static_cast<double>(gamma) / std::sqrt(var + static_cast<double>(eps)));
+  for (int64_t b = 0; b < n; b += kTile) {
+    const int64_t len = std::min(kTile, n - b);
+    const float* xt = load_tile(x, xd, b, len, xbuf);
+    const float* rt = r ? load_tile(r, rd, b, len, rbuf) : nullptr;
+    float* yt = od == DType::f32 ? reinterpret_cast<float*>(out) + b : ybuf;
+    if (yt == xt) {
+      tile_apply_inplace(yt, rt, len, mean, scale, beta, act, slope);
+    } else {
+      tile_apply(xt, rt, yt, len, mean, scale, beta, act, slope);
+    }
+    store_tile(yt, out, od, b, len);
+  }
+}
+
+}  // namespace
+
+void instance_norm_act(std::uintptr_t x, DType x_dtype, std::uintptr_t residual, DType residual_dtype,
+                       std::uintptr_t out, DType out_dtype, int64_t planes, int64_t channels, int64_t n,
+                       std::uintptr_t gamma, std::uintptr_t beta, float eps, bool act, float negative_slope) {
+  check_dtype(x_dtype, "x");
+  check_dtype(out_dtype, "out");
+  if (residual) check_dtype(residual_dtype, "residual");
+  if (planes < 0 || n < 0 || channels <= 0 || planes % channels != 0) {
+    fail("instance_norm_act: planes must be a non-negative multiple of channels and n >= 0");
+  }
+  if (!(eps > 0.0f)) fail("instance_norm_act: eps must be > 0");
+  if (planes == 0 || n == 0) return;
+  const float* g = reinterpret_cast<const float*>(gamma);
+  const float* bt = reinterpret_cast<const float*>(beta);
+  const size_t xs = elem_size(x_dtype), rs = elem_size(residual_dtype), os = elem_size(out_dtype);
+#pragma omp parallel for schedule(dynamic, 1) if (planes > 1)
+  for (int64_t p = 0; p < planes; ++p) {
+    const int64_t c = p % channels;
+    const std::uintptr_t off = static_cast<std::uintptr_t>(p * n);
+    one_plane(x + off * xs, x_dtype, residual ? residual + off * rs : 0, residual_dtype, out + off * os, out_dtype, n,
+              g ? g[c] : 1.0f, bt ? bt[c] : 0.0f, eps, act, negative_slope);
+  }
+}
+
+}  // namespace fastpanc::cpu

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from fastpanc.ops import BackendUnavailableError, instance_norm_act, instance_norm_act_reference
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def _tol(dtype):
+    # one rounding of the float32 result to the output dtype (bf16 has 8 significant bits)
+    return {
+        torch.float32: {"rtol": 1e-5, "atol": 1e-5},
+        torch.float16: {"rtol": 1e-3, "atol": 2e-3},
+        torch.bfloat16: {"rtol": 8e-3, "atol": 8e-3},
+    }[dtype]
+
+
+def _data(shape, dtype, seed=0, scale=3.0, shift=2.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g) * scale + shift).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("res_dtype", [None, *DTYPES])
+@pytest.mark.parametrize("slope", [None, 0.01, 0.2])
+def test_cpu_matches_reference(dtype, res_dtype, slope):
+    # 7 * 33 * 41 = 9471 voxels per plane: not a multiple of the kernel's 2048-voxel tile
+    x = _data((2, 5, 7, 33, 41), dtype)
+    w, b = _data((5,), torch.float32, 1), _data((5,), torch.float32, 2)
+    r = None if res_dtype is None else _data(x.shape, res_dtype, 3)
+    want = instance_norm_act_reference(x, w, b, 1e-5, slope, r)
+    got = instance_norm_act(x, w, b, 1e-5, slope, r, backend="cpu")
+    assert got.dtype == want.dtype and got.shape == x.shape and got.is_contiguous()
+    if r is not None:
+        assert got.dtype == torch.promote_types(dtype, res_dtype)
+    torch.testing.assert_close(got.float(), want.float(), **_tol(got.dtype))
+    pre = instance_norm_act_reference(x, w, b, 1e-5, None, r).float()
+    assert (pre < 0).any()  # the nonlinearity has negative inputs to act on
+
+
+def test_matches_torch_modules():
+    """The sequence a ResEnc block runs: InstanceNorm3d(affine) -> + residual -> LeakyReLU."""
+    norm = torch.nn.InstanceNorm3d(4, eps=1e-5, affine=True)
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([0.5, 1.0, 2.0, -1.0]))
+        norm.bias.copy_(torch.tensor([0.1, -0.2, 0.0, 0.3]))
+    x, r = _data((3, 4, 6, 10, 12), torch.float32), _data((3, 4, 6, 10, 12), torch.float32, 5)
+    with torch.inference_mode():
+        want = torch.nn.functional.leaky_relu(norm(x) + r, 0.01)
+        got = instance_norm_act(x, norm.weight, norm.bias, norm.eps, 0.01, r, backend="cpu")
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_no_affine_and_2d():
+    x = _data((2, 3, 17, 19), torch.float32)
+    want = instance_norm_act_reference(x, None, None, 1e-3, 0.05)
+    got = instance_norm_act(x, None, None, 1e-3, 0.05, backend="cpu")
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    per_plane = instance_norm_act(x, None, None, 1e-3, None, backend="cpu").flatten(2)
+    torch.testing.assert_close(per_plane.mean(-1), torch.zeros(2, 3), rtol=0, atol=1e-5)
+
+
+def test_large_offset_statistics():
+    """Two-pass statistics: a plane with mean 100 and std 0.01 still normalises to unit variance (with
+    E[x^2] - E[x]^2 in float32 the variance would be lost to rounding)."""
+    x = _data((1, 2, 8, 64, 64), torch.float32, scale=0.01, shift=100.0)
+    got = instance_norm_act(x, None, None, 1e-12, None, backend="cpu")
+    want = instance_norm_act_reference(x.double(), None, None, 1e-12, None).float()
+    torch.testing.assert_close(got, want, rtol=5e-3, atol=5e-3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_in_place(dtype):
+    x = _data((1, 3, 5, 40, 50), dtype)
+    r = _data(x.shape, torch.float32, 4).to(dtype)
+    w = torch.ones(3)
+    want = instance_norm_act_reference(x, w, None, 1e-5, 0.01, r)
+    y = x.clone()
+    out = instance_norm_act(y, w, None, 1e-5, 0.01, r, backend="cpu", inplace=True)
+    assert out.data_ptr() == y.data_ptr()
+    torch.testing.assert_close(y.float(), want.float(), **_tol(dtype))
+
+
+def test_in_place_refused_when_dtype_changes():
+    """A float32 residual promotes a bf16 x: the result cannot be written over x, so x is left alone."""
+    x = _data((1, 2, 4, 8, 8), torch.bfloat16)
+    keep = x.clone()
+    out = instance_norm_act(x, None, None, 1e-5, 0.01, _data(x.shape, torch.float32), backend="cpu", inplace=True)
+    assert out.dtype == torch.float32 and out.data_ptr() != x.data_ptr()
+    assert torch.equal(x, keep)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 9), min_size=3, max_size=5),
+    seed=st.integers(0, 1000),
+    slope=st.sampled_from([None, 0.01]),
+    residual=st.booleans(),
+)
+def test_random_shapes_and_strides(shape, seed, slope, residual):
+    assume(torch.Size(shape[2:]).numel() > 1)  # statistics need two voxels per plane
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g) * 5
+    perm = [0, 1, *(2 + torch.randperm(len(shape) - 2, generator=g)).tolist()]
+    xt = x.permute(perm)  # a strided view of (B, C, *spatial)
+    w = torch.randn(xt.shape[1], generator=g)
+    r = torch.randn(xt.shape, generator=g) if residual else None
+    want = instance_norm_act_reference(xt, w, None, 1e-5, slope, r)
+    got = instance_norm_act(xt, w, None, 1e-5, slope, r, backend="cpu")
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_bad_input_errors():
+    x = torch.randn(1, 3, 4, 4, 4)
+    with pytest.raises(ValueError, match=r"weight must have shape \(3,\)"):
+        instance_norm_act(x, torch.ones(4), None)
+    with pytest.raises(ValueError, match="residual must have x's shape"):
+        instance_norm_act(x, None, None, residual=torch.zeros(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="not supported"):
+        instance_norm_act(x.double(), None, None)
+    with pytest.raises(ValueError, match="expected \\(B, C, \\*spatial\\)"):
+        instance_norm_act(torch.randn(3, 4), None, None)
+    with pytest.raises(ValueError, match="more than 1 voxel"):
+        instance_norm_act(torch.randn(2, 3, 1, 1, 1), None, None)
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        instance_norm_act(x, None, None, eps=0.0)
+
+
+def test_cpu_backend_refuses_autograd():
+    w = torch.ones(3, requires_grad=True)
+    with pytest.raises(BackendUnavailableError, match="no backward"):
+        instance_norm_act(torch.randn(1, 3, 4, 4, 4), w, None, backend="cpu")
+    # auto takes the differentiable reference instead, and says so in the log of slow paths
+    y = instance_norm_act(torch.randn(1, 3, 4, 4, 4), w, None)
+    y.sum().backward()
+    assert w.grad is not None
+
+
+def test_cuda_backend_is_not_offered():
+    with pytest.raises(BackendUnavailableError, match="has no 'cuda' backend"):
+        instance_norm_act(torch.randn(1, 2, 3, 3, 3), None, None, backend="cuda")
