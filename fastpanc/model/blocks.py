@@ -107,14 +107,23 @@ class ConvNormAct(nn.Module):
         # fastpanc.ops.instance_norm_act pass over the convolution output (see fuse_norm_act)
         self.fused_norm: str | None = None
 
-    def norm_act(self, y: torch.Tensor, residual: torch.Tensor | None = None, slope: float | None = None) -> torch.Tensor:
+    def norm_act(
+        self, y: torch.Tensor, residual: torch.Tensor | None = None, slope: float | None = None
+    ) -> torch.Tensor:
         """This block's norm (+ ``residual``) and its own nonlinearity (or LeakyReLU ``slope``) in one fused pass,
         written over the convolution output ``y``."""
         if slope is None and hasattr(self, "nonlin"):
             slope = self.nonlin.negative_slope
         norm = self.norm
         return instance_norm_act(
-            y, norm.weight, norm.bias, norm.eps, slope, residual, backend=self.fused_norm or "auto", inplace=True
+            y,
+            norm.weight,
+            norm.bias,
+            norm.eps,
+            slope,
+            residual,
+            backend=self.fused_norm or "auto",
+            inplace=True,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,7 +198,6 @@ class BasicBlockD(nn.Module):
         out = self.conv2(self.conv1(x))
         out = out + residual
         return self.nonlin2(out)
-
 
     def _fused_skip(self, x: torch.Tensor) -> torch.Tensor:
         """The skip path with average pooling in ``x``'s own dtype (``fastpanc.ops.avg_pool_down``): torch's

@@ -198,7 +198,9 @@ def _randomised(net: MultitaskResEncUNet) -> MultitaskResEncUNet:
     return net.eval()
 
 
-@pytest.mark.parametrize(("name", "size"), [("iso3d", (16, 16, 24)), ("aniso3d", (8, 24, 32)), ("plain2d", (20, 12))])
+@pytest.mark.parametrize(
+    ("name", "size"), [("iso3d", (16, 16, 24)), ("aniso3d", (8, 24, 32)), ("plain2d", (20, 12))]
+)
 @pytest.mark.parametrize("head", ["attention", "pool"])
 def test_fused_norm_act_gives_the_same_outputs(name: str, size: tuple[int, ...], head: str) -> None:
     net = _randomised(_net(name, head=head))

@@ -89,7 +89,9 @@ def test_in_place_refused_when_dtype_changes():
     """A float32 residual promotes a bf16 x: the result cannot be written over x, so x is left alone."""
     x = _data((1, 2, 4, 8, 8), torch.bfloat16)
     keep = x.clone()
-    out = instance_norm_act(x, None, None, 1e-5, 0.01, _data(x.shape, torch.float32), backend="cpu", inplace=True)
+    out = instance_norm_act(
+        x, None, None, 1e-5, 0.01, _data(x.shape, torch.float32), backend="cpu", inplace=True
+    )
     assert out.dtype == torch.float32 and out.data_ptr() != x.data_ptr()
     assert torch.equal(x, keep)
 

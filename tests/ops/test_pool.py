@@ -11,7 +11,12 @@ from fastpanc.ops import BackendUnavailableError, avg_pool_down, avg_pool_down_r
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize(
     "shape,stride",
-    [((2, 3, 9, 17, 21), (1, 2, 2)), ((1, 4, 8, 8, 8), (2, 2, 2)), ((2, 3, 11, 13), (2, 3)), ((1, 2, 5, 6, 7), (1, 1, 1))],
+    [
+        ((2, 3, 9, 17, 21), (1, 2, 2)),
+        ((1, 4, 8, 8, 8), (2, 2, 2)),
+        ((2, 3, 11, 13), (2, 3)),
+        ((1, 2, 5, 6, 7), (1, 1, 1)),
+    ],
 )
 def test_cpu_matches_reference(dtype, shape, stride):
     x = (torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 4).to(dtype)
@@ -37,7 +42,9 @@ def test_matches_torch_pool_module():
 )
 def test_random_shapes_non_contiguous(spatial, stride, seed):
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(2, *spatial, 3, generator=g).movedim(-1, 1)  # (B, C, z, y, x), channels innermost in memory
+    x = torch.randn(2, *spatial, 3, generator=g).movedim(
+        -1, 1
+    )  # (B, C, z, y, x), channels innermost in memory
     if any(n < s for n, s in zip(spatial, stride)):
         assert avg_pool_down(x, stride, backend="cpu").numel() == 0
         return
