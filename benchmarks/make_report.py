@@ -37,6 +37,7 @@ GROUPS = {
     "predict": "prediction",
     "prediction": "prediction",
     "inference": "prediction",
+    "network": "prediction",
 }
 ORDER = ["kernels", "preprocessing", "training", "prediction"]
 KEYS = ("name", "device", "baseline_s", "fastpanc_s", "ratio", "command", "date", "machine")

@@ -29,7 +29,7 @@ class PredictConfig:
     nearest-neighbour resize. Fields left ``None`` take the mode's value (see :meth:`resolved`). ``subtype_from`` (multitask models): ``"lesion_window"`` runs
     one more window centred on the largest predicted lesion and takes the subtype from it, falling back to
     ``"windows"`` (the sliding windows' outputs weighted by their lesion voxels) when no lesion is predicted.
-    ``fused_norm`` (default: on a CPU, in both modes): each conv block's instance norm, residual add and
+    ``fused_inference`` (default: on a CPU, in both modes): each conv block's instance norm, residual add and
     LeakyReLU run as one ``fastpanc.ops.instance_norm_act`` pass, and strided skips pool in the activations'
     own dtype (``avg_pool_down``), for fastpanc networks and nnU-Net ResEnc folders; the statistics are summed
     in another order than torch's, so float32 logits differ by about 1e-6 (labels were identical on the
@@ -48,7 +48,7 @@ class PredictConfig:
     save_probabilities: bool = False
     configuration: str = "3d_fullres"
     subtype_from: str = "lesion_window"
-    fused_norm: bool | None = None
+    fused_inference: bool | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -79,7 +79,9 @@ class PredictConfig:
             if self.export is None
             else self.export,
             # measured on CPUs only (benchmarks/RESULTS.md); on a GPU the torch/cuDNN modules run
-            "fused_norm": (device_type == "cpu") if self.fused_norm is None else self.fused_norm,
+            "fused_inference": (device_type == "cpu")
+            if self.fused_inference is None
+            else self.fused_inference,
         }
         return dataclasses.replace(self, **values)
 

@@ -86,7 +86,7 @@ class ModelFolder:
             )
         elif _is_resenc(self.plans, self.configuration):
             # nnU-Net's ResidualEncoderUNet, rebuilt by fastpanc: the same modules and state-dict keys
-            # (tests/model/test_nnunet_compat.py), plus the fused inference pass of fuse_norm_act
+            # (tests/model/test_nnunet_compat.py), plus the fused inference pass of fuse_inference
             from fastpanc.model.network import MultitaskResEncUNet
 
             net = MultitaskResEncUNet.from_plans(

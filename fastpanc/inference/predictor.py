@@ -91,13 +91,13 @@ class Predictor:
         for state in self.model.states:  # weights are loaded once, one network per fold
             net = self.model.build_network()
             net.load_state_dict(state)
-            if self.config.fused_norm:
-                if hasattr(net, "fuse_norm_act"):
-                    net.fuse_norm_act("auto")
-                elif asked.fused_norm:
+            if self.config.fused_inference:
+                if hasattr(net, "fuse_inference"):
+                    net.fuse_inference("auto")
+                elif asked.fused_inference:
                     raise ValueError(
-                        f"fused_norm asked for, but {type(net).__name__} (from {self.model.path}) is not a network "
-                        "fastpanc builds; predict with PredictConfig(fused_norm=False)"
+                        f"fused_inference asked for, but {type(net).__name__} (from {self.model.path}) is not a network "
+                        "fastpanc builds; predict with PredictConfig(fused_inference=False)"
                     )
                 else:
                     log.info("%s: %s runs with torch's own norm modules", self.model.path, type(net).__name__)

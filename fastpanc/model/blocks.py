@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fastpanc.ops.norm_act import instance_norm_act
 from fastpanc.ops.pool import avg_pool_down
+from fastpanc.ops.upsample import depth_to_space_cat, transposed_conv_as_1x1_weight
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _TRANSP = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -104,7 +106,7 @@ class ConvNormAct(nn.Module):
             modules.append(self.nonlin)
         self.all_modules = nn.Sequential(*modules)
         # inference only: a backend name ("auto", "cpu", ...) runs norm and nonlinearity as one
-        # fastpanc.ops.instance_norm_act pass over the convolution output (see fuse_norm_act)
+        # fastpanc.ops.instance_norm_act pass over the convolution output (see fuse_inference)
         self.fused_norm: str | None = None
 
     def norm_act(
@@ -132,18 +134,25 @@ class ConvNormAct(nn.Module):
         return self.all_modules(x)
 
 
-def fuse_norm_act(module: nn.Module, backend: str | None = "auto") -> int:
-    """Switch every :class:`ConvNormAct` under ``module`` to the fused inference pass (``backend`` of
-    ``fastpanc.ops.instance_norm_act``), or back to the torch modules with ``None``. Returns how many.
+def fuse_inference(module: nn.Module, backend: str | None = "auto") -> int:
+    """Switch the blocks under ``module`` to fused inference passes run by ``backend`` (a
+    ``fastpanc.ops`` backend name), or back to the torch modules with ``None``. Returns how many blocks.
 
-    The fused pass has no backward: use it for prediction only.
+    - every :class:`ConvNormAct`: norm (+ residual) + LeakyReLU as one ``instance_norm_act`` pass;
+    - every :class:`UNetDecoder`: each transposed convolution as a 1x1 convolution plus
+      ``depth_to_space_cat``, which also writes the skip (no ``torch.cat``).
+
+    The passes have no backward: use them for prediction only.
     """
     n = 0
     for m in module.modules():
         if isinstance(m, ConvNormAct):
             if not isinstance(m.norm, (nn.InstanceNorm2d, nn.InstanceNorm3d)):
-                raise ValueError(f"fuse_norm_act: only instance norm fuses, got {type(m.norm).__name__}")
+                raise ValueError(f"fuse_inference: only instance norm fuses, got {type(m.norm).__name__}")
             m.fused_norm = backend
+            n += 1
+        elif isinstance(m, UNetDecoder):
+            m.fused_upsample = backend
             n += 1
     return n
 
@@ -309,6 +318,18 @@ class UNetDecoder(nn.Module):
         self.transpconvs = nn.ModuleList(transpconvs)
         self.seg_layers = nn.ModuleList(seg_layers)
         self.output_channels = [encoder.output_channels[-(s + 1)] for s in range(1, n_enc)]
+        # inference only: a backend name runs each upsampling + concatenation as a 1x1 convolution and
+        # fastpanc.ops.depth_to_space_cat (see fuse_inference)
+        self.fused_upsample: str | None = None
+
+    def _upsample_cat(self, s: int, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        tc = self.transpconvs[s]
+        if self.fused_upsample is None:
+            return torch.cat((tc(x), skip), 1)
+        # the transposed convolutions have kernel == stride, no padding (built above)
+        conv = F.conv3d if x.dim() == 5 else F.conv2d
+        y = conv(x, transposed_conv_as_1x1_weight(tc.weight))
+        return depth_to_space_cat(y, tc.stride, tc.bias, skip, backend=self.fused_upsample)
 
     def forward(
         self, skips: list[torch.Tensor], deep_supervision: bool
@@ -324,8 +345,7 @@ class UNetDecoder(nn.Module):
         feats: list[torch.Tensor] = []
         last = len(self.stages) - 1
         for s in range(len(self.stages)):
-            x = self.transpconvs[s](x)
-            x = torch.cat((x, skips[-(s + 2)]), 1)
+            x = self._upsample_cat(s, x, skips[-(s + 2)])
             x = self.stages[s](x)
             feats.append(x)
             if deep_supervision or s == last:

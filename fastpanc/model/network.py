@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from fastpanc.model.blocks import OpSpec, ResidualEncoder, UNetDecoder, fuse_norm_act
+from fastpanc.model.blocks import OpSpec, ResidualEncoder, UNetDecoder, fuse_inference
 from fastpanc.model.heads import HeadConfig, build_head
 from fastpanc.model.plans_arch import ArchConfig, arch_from_plans
 
@@ -207,11 +207,11 @@ class MultitaskResEncUNet(nn.Module):
         cls_logits = self.classify(feats, seg[0], x, attention) if self.head is not None else None
         return NetOutput(seg=seg, cls=cls_logits)
 
-    def fuse_norm_act(self, backend: str | None = "auto") -> MultitaskResEncUNet:
+    def fuse_inference(self, backend: str | None = "auto") -> MultitaskResEncUNet:
         """Prediction only: run every conv block's instance norm, residual add and LeakyReLU as one
         ``fastpanc.ops.instance_norm_act`` pass (``backend``), or the torch modules again with ``None``.
         The weights and the state dict do not change. Returns ``self``."""
-        fuse_norm_act(self, backend)
+        fuse_inference(self, backend)
         return self
 
     def segmentation_state_dict(self) -> dict[str, torch.Tensor]:

@@ -22,6 +22,11 @@ from fastpanc.ops.pool import avg_pool_down, avg_pool_down_reference
 from fastpanc.ops.resample import compute_new_shape, resample, resample_reference, separate_z_axis
 from fastpanc.ops.resample_labels import resample_labels, resample_labels_reference
 from fastpanc.ops.sliding_window import gaussian_map, sliding_window_starts, window_slices
+from fastpanc.ops.upsample import (
+    depth_to_space_cat,
+    depth_to_space_cat_reference,
+    transposed_conv_as_1x1_weight,
+)
 
 __all__ = [
     "BackendUnavailableError",
@@ -32,6 +37,9 @@ __all__ = [
     "instance_norm_act_reference",
     "avg_pool_down",
     "avg_pool_down_reference",
+    "depth_to_space_cat",
+    "depth_to_space_cat_reference",
+    "transposed_conv_as_1x1_weight",
     "resample",
     "resample_reference",
     "resample_labels",

@@ -202,32 +202,32 @@ def _randomised(net: MultitaskResEncUNet) -> MultitaskResEncUNet:
     ("name", "size"), [("iso3d", (16, 16, 24)), ("aniso3d", (8, 24, 32)), ("plain2d", (20, 12))]
 )
 @pytest.mark.parametrize("head", ["attention", "pool"])
-def test_fused_norm_act_gives_the_same_outputs(name: str, size: tuple[int, ...], head: str) -> None:
+def test_fused_inference_act_gives_the_same_outputs(name: str, size: tuple[int, ...], head: str) -> None:
     net = _randomised(_net(name, head=head))
     keys = set(net.state_dict())
     x = torch.randn(2, 1, *size)
     with torch.inference_mode():
         want = net(x)
-        net.fuse_norm_act("cpu")
+        net.fuse_inference("cpu")
         got = net(x)
     assert set(net.state_dict()) == keys  # nothing new to save or load
     for w, g in zip(want.seg, got.seg):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(got.cls, want.cls, rtol=1e-4, atol=1e-4)
-    net.fuse_norm_act(None)  # back to the torch modules: the same outputs as before, bit for bit
+    net.fuse_inference(None)  # back to the torch modules: the same outputs as before, bit for bit
     with torch.inference_mode():
         again = net(x)
     assert all(torch.equal(a, w) for a, w in zip(again.seg, want.seg))
 
 
-def test_fused_norm_act_under_bf16_autocast() -> None:
+def test_fused_inference_act_under_bf16_autocast() -> None:
     """bfloat16 activations stay bfloat16 through the fused pass (no widening copies); the logits stay within
     bf16 rounding of the unfused autocast forward."""
     net = _randomised(_net("aniso3d", num_subtypes=0))
     x = torch.randn(1, 1, 8, 24, 32)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         want = net(x).seg[0].float()
-        net.fuse_norm_act("cpu")
+        net.fuse_inference("cpu")
         got = net(x).seg[0]
         stem = net.encoder.stem(x)
     assert stem.dtype == torch.bfloat16 and got.dtype == torch.bfloat16
@@ -236,12 +236,12 @@ def test_fused_norm_act_under_bf16_autocast() -> None:
     assert (got.float().argmax(1) == want.argmax(1)).float().mean().item() >= 0.97
 
 
-def test_fused_norm_act_is_for_inference_only() -> None:
+def test_fused_inference_act_is_for_inference_only() -> None:
     net = _randomised(_net("iso3d")).train()
-    net.fuse_norm_act("cpu")
+    net.fuse_inference("cpu")
     with pytest.raises(BackendUnavailableError, match="no backward"):
         net(torch.randn(1, 1, 16, 16, 16))
-    net.fuse_norm_act(None)
+    net.fuse_inference(None)
     out = net(torch.randn(1, 1, 16, 16, 16))
     out.seg[0].sum().backward()
     assert net.encoder.stem.convs[0].conv.weight.grad is not None

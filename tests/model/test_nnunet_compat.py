@@ -130,10 +130,10 @@ def test_nnunet_model_folder_loads_with_same_logits(shared_data: Path, tmp_path:
     net.deep_supervision = False
     with torch.no_grad():
         _assert_same([ref_out[0]], net(x).seg)
-    net.fuse_norm_act("cpu")  # the predictor's fused inference pass: the same logits within 1e-4
+    net.fuse_inference("cpu")  # the predictor's fused inference pass: the same logits within 1e-4
     with torch.inference_mode():
         _assert_same([ref_out[0]], net(x).seg)
-    net.fuse_norm_act(None)
+    net.fuse_inference(None)
     # the state dict is nnU-Net's key for key, so it also loads back into nnU-Net's module
     ref.load_state_dict(net.state_dict(), strict=True)
 

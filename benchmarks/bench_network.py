@@ -1,0 +1,106 @@
+"""One ResEnc M window through the network: nnU-Net's module against fastpanc's predictor network.
+
+Baseline: ``dynamic_network_architectures``' ``ResidualEncoderUNet`` built by nnU-Net v2 from the real
+plans (``../shared/data/real/plans``), seeded random weights, eval mode, no deep supervision: the module
+``nnUNetv2_predict`` runs for every window. fastpanc: the same weights loaded into
+``MultitaskResEncUNet`` with ``fuse_inference`` (instance norm + residual + LeakyReLU as one pass, strided
+skips pooled in the activations' dtype), as ``fastpanc-predict`` runs it on a CPU. One window of the plans'
+patch (64 x 128 x 192), float32 (exact mode) and bfloat16 autocast (fast mode; the same autocast for both).
+Label agreement is the argmax of the two outputs compared voxel by voxel.
+
+    pytest benchmarks/bench_network.py --benchmark-enable -s
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _record import record  # noqa: E402
+
+COMMAND = "pytest benchmarks/bench_network.py --benchmark-enable -s"
+ROUNDS = 3
+
+
+def _nets(shared_data: Path):
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    from fastpanc.model.network import MultitaskResEncUNet
+
+    plans = json.loads((shared_data / "real" / "plans" / "nnUNetResEncUNetMPlans.json").read_text())
+    cfg = plans["configurations"]["3d_fullres"]
+    arch = cfg["architecture"]
+    torch.manual_seed(0)
+    ref = get_network_from_plans(
+        arch["network_class_name"],
+        arch["arch_kwargs"],
+        arch["_kw_requires_import"],
+        1,
+        3,
+        deep_supervision=False,
+    ).eval()
+    with torch.no_grad():  # nnU-Net zero-inits the last norm of each block; random values make it count
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ours = MultitaskResEncUNet.from_plans(plans, num_subtypes=0, deep_supervision=False)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref, ours.eval().fuse_inference("auto"), tuple(cfg["patch_size"])
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_network_forward_vs_nnunet(benchmark, shared_data, precision):
+    pytest.importorskip("nnunetv2", reason="nnunetv2 is the baseline")
+    if precision == "bfloat16":
+        from fastpanc.inference.predictor import cpu_has_bf16
+
+        if not cpu_has_bf16():
+            pytest.skip("this CPU has no native bfloat16 (AVX512-BF16/AMX)")
+    ref, ours, patch = _nets(shared_data)
+    x = torch.randn(1, 1, *patch, generator=torch.Generator().manual_seed(1))
+    ctx = (
+        (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+        if precision == "bfloat16"
+        else (lambda: torch.autocast("cpu", enabled=False))
+    )
+
+    def run_ref():
+        with torch.inference_mode(), ctx():
+            return ref(x)
+
+    def run_ours():
+        with torch.inference_mode(), ctx():
+            return ours(x).seg[0]
+
+    want, got = run_ref().float(), run_ours().float()  # also the warm-up (oneDNN primitive creation)
+    agree = float((want.argmax(1) == got.argmax(1)).float().mean())
+    max_diff = float((want - got).abs().max())
+    base, fast = [], []
+    for _ in range(ROUNDS):  # interleaved, so that load changes hit both sides alike
+        for fn, times in ((run_ref, base), (run_ours, fast)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    record(
+        f"network_forward_{precision}",
+        min(base),
+        min(fast),
+        COMMAND,
+        extra={
+            "patch": list(patch),
+            "timing": f"min of {ROUNDS} interleaved rounds after one warm-up call each",
+            "baseline_median_s": statistics.median(base),
+            "fastpanc_median_s": statistics.median(fast),
+            "label_agreement_with_nnunet": agree,
+            "max_abs_logit_diff": max_diff,
+            "threads": torch.get_num_threads(),
+        },
+    )
+    assert agree >= 0.999 if precision == "float32" else agree >= 0.99
+    benchmark.pedantic(run_ours, rounds=1, warmup_rounds=0)
