@@ -10,10 +10,6 @@ sides start from memory. The
 calls alternate round by round so that they all see the same machine load; the minimum over the rounds
 is recorded (on a 2-core machine shared with other jobs the median mostly measures those jobs).
 
-A second test gives both the image in the dtype its file stores (int16 here), as each library's
-normalisation accepts it: ``CTNormalization.run`` converts it to float32 (a new array) and then works in
-place; ``ct_normalize`` converts and normalises into a new float32 array in one pass.
-
 On CUDA nnU-Net still normalises with numpy on the CPU (that is what it does); the GPU row compares that
 with fastpanc on a CUDA tensor and also lists a torch-on-GPU equivalent.
 
@@ -81,7 +77,7 @@ def _largest_test_image(shared_data: Path) -> tuple[str, np.ndarray]:
     if best is None:
         pytest.skip(f"no test images in {shared_data / 'real' / 'test_images'}")
     path = best[1]
-    return path.name, sitk.GetArrayFromImage(sitk.ReadImage(str(path)))[None]  # the dtype stored in the file
+    return path.name, sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)[None]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -92,8 +88,7 @@ def test_ct_normalize_vs_nnunet(benchmark, shared_data, device):
     )
     plans = json.loads((shared_data / "real" / "plans" / "nnUNetResEncUNetMPlans.json").read_text())
     props = plans["foreground_intensity_properties_per_channel"]["0"]
-    name, stored = _largest_test_image(shared_data)
-    image = stored.astype(np.float32)  # (1, Z, Y, X) float32, as nnU-Net's reader returns it
+    name, image = _largest_test_image(shared_data)  # (1, Z, Y, X) float32
     lo, hi = props["percentile_00_5"], props["percentile_99_5"]
     mean, std = props["mean"], props["std"]
 
@@ -153,44 +148,3 @@ def test_ct_normalize_vs_nnunet(benchmark, shared_data, device):
             torch.cuda.synchronize()
 
     benchmark.pedantic(run, rounds=10)
-
-
-def test_ct_normalize_stored_dtype_vs_nnunet(benchmark, shared_data):
-    """The image in the dtype its file stores (int16 for the largest test image): ``CTNormalization.run``
-    converts it (``astype(float32)``, a new array) and normalises in place; ``ct_normalize`` converts and
-    normalises in one pass into a new float32 array. Neither modifies its input, so no copies are needed."""
-    norm = pytest.importorskip(
-        "nnunetv2.preprocessing.normalization.default_normalization_schemes",
-        reason="nnunetv2 is the baseline",
-    )
-    plans = json.loads((shared_data / "real" / "plans" / "nnUNetResEncUNetMPlans.json").read_text())
-    props = plans["foreground_intensity_properties_per_channel"]["0"]
-    name, stored = _largest_test_image(shared_data)
-    if stored.dtype == np.float32:
-        pytest.skip(f"{name} is stored as float32: the float32 benchmark above covers it")
-    lo, hi = props["percentile_00_5"], props["percentile_99_5"]
-    mean, std = props["mean"], props["std"]
-    scheme = norm.CTNormalization(use_mask_for_norm=False, intensityproperties=props, target_dtype=np.float32)
-    x = torch.from_numpy(stored)
-    want = scheme.run(stored)
-    np.testing.assert_allclose(ct_normalize(x, lo, hi, mean, std).numpy(), want, rtol=1e-5, atol=1e-5)
-    (base_min, base_med), (fast_min, fast_med) = paired_timings(
-        [(lambda: scheme.run(stored), None), (lambda: ct_normalize(x, lo, hi, mean, std), None)]
-    )
-    record(
-        "kernel_ct_normalize_stored_dtype",
-        base_min,
-        fast_min,
-        COMMAND,
-        extra={
-            "image": name,
-            "stored_dtype": str(stored.dtype),
-            "shape": list(stored.shape),
-            "timing": f"min of {ROUNDS} interleaved rounds after a warm-up",
-            "baseline_median_s": base_med,
-            "fastpanc_median_s": fast_med,
-            "load_average_1min": os.getloadavg()[0],
-            "threads": B.extension().max_threads(),
-        },
-    )
-    benchmark.pedantic(lambda: ct_normalize(x, lo, hi, mean, std), rounds=10)

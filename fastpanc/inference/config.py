@@ -29,11 +29,12 @@ class PredictConfig:
     nearest-neighbour resize. Fields left ``None`` take the mode's value (see :meth:`resolved`). ``subtype_from`` (multitask models): ``"lesion_window"`` runs
     one more window centred on the largest predicted lesion and takes the subtype from it, falling back to
     ``"windows"`` (the sliding windows' outputs weighted by their lesion voxels) when no lesion is predicted.
-    ``fused_inference`` (default: on a CPU, in both modes): each conv block's instance norm, residual add and
-    LeakyReLU run as one ``fastpanc.ops.instance_norm_act`` pass, and strided skips pool in the activations'
-    own dtype (``avg_pool_down``), for fastpanc networks and nnU-Net ResEnc folders; the statistics are summed
-    in another order than torch's, so float32 logits differ by about 1e-6 (labels were identical on the
-    measured windows).
+    ``fused_inference`` (default: on a CPU, in both modes; see ``MultitaskResEncUNet.fuse_inference`` and
+    docs/inference.md): each conv block's instance norm, residual add and LeakyReLU run as one
+    ``fastpanc.ops.instance_norm_act`` pass, strided skips pool in the activations' own dtype
+    (``avg_pool_down``) and the decoder upsamples with a 1x1 convolution plus ``depth_to_space_cat``, for
+    fastpanc networks and nnU-Net ResEnc folders. The statistics are summed in another order than torch's,
+    so float32 logits differ by about 1e-5.
     """
 
     mode: str = "exact"
