@@ -86,7 +86,7 @@ class ModelFolder:
             )
         elif _is_resenc(self.plans, self.configuration):
             # nnU-Net's ResidualEncoderUNet, rebuilt by fastpanc: the same modules and state-dict keys
-            # (tests/model/test_nnunet_compat.py), plus the fused inference pass of fuse_inference
+            # (tests/model/test_nnunet_compat.py), plus the fused inference passes of fuse_inference
             from fastpanc.model.network import MultitaskResEncUNet
 
             net = MultitaskResEncUNet.from_plans(
@@ -107,9 +107,11 @@ class ModelFolder:
 
 
 def _is_resenc(plans: dict[str, Any], configuration: str) -> bool:
-    """Whether a plans configuration describes a network fastpanc builds itself (nnU-Net's ResEnc U-Net)."""
+    """Whether an nnU-Net plans configuration describes a network fastpanc builds itself (nnU-Net's ResEnc
+    U-Net). Class names outside the fixed lists raise ValueError first, as :func:`build_nnunet_network` does."""
     from fastpanc.model.plans_arch import arch_from_plans
 
+    _checked_class_names(plans, configuration)
     try:
         arch_from_plans(plans, configuration)
     except (ValueError, KeyError, TypeError):
@@ -117,34 +119,40 @@ def _is_resenc(plans: dict[str, Any], configuration: str) -> bool:
     return True
 
 
-def _known_classes() -> tuple[dict[str, type], dict[str, type]]:
-    """The network classes and torch ops an nnU-Net v2 plans file may name, by class name (nothing is
-    imported by the name a plans file gives)."""
-    try:
-        from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
-    except ImportError as exc:
-        raise ValueError(
-            "nnU-Net v2 model folders need dynamic-network-architectures (pip install dynamic-network-architectures)"
-        ) from exc
-    nn = torch.nn
-    ops = (
-        nn.Conv2d, nn.Conv3d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.BatchNorm2d, nn.BatchNorm3d,
-        nn.Dropout, nn.Dropout2d, nn.Dropout3d, nn.LeakyReLU, nn.ReLU, nn.PReLU, nn.ELU, nn.GELU,
-    )  # fmt: skip
-    networks = {c.__name__: c for c in (ResidualEncoderUNet, PlainConvUNet)}
-    return networks, {c.__name__: c for c in ops}
+# the classes an nnU-Net v2 plans file may name, by class name: nothing is imported by the name a plans file gives
+_NETWORK_CLASSES = ("ResidualEncoderUNet", "PlainConvUNet")
+_OP_CLASSES = (
+    "Conv2d", "Conv3d", "InstanceNorm2d", "InstanceNorm3d", "BatchNorm2d", "BatchNorm3d",
+    "Dropout", "Dropout2d", "Dropout3d", "LeakyReLU", "ReLU", "PReLU", "ELU", "GELU",
+)  # fmt: skip
 
 
-def _known(value: object, table: dict[str, type], package: str, what: str) -> type:
+def _known_name(value: object, names: tuple[str, ...], package: str, what: str) -> str:
     name = str(value)
     module, _, short = name.rpartition(".")
-    if short not in table or not (module == package or module.startswith(package + ".")):
+    if short not in names or not (module == package or module.startswith(package + ".")):
         raise ValueError(
             f"plans.json names {what} {name!r}, which fastpanc does not build; expected one of "
-            f"{sorted(table)} from {package} (class names in plans.json are looked up in this fixed "
+            f"{sorted(names)} from {package} (class names in plans.json are looked up in this fixed "
             "list, never imported)"
         )
-    return table[short]
+    return short
+
+
+def _checked_class_names(plans: dict[str, Any], configuration: str) -> tuple[str, dict[str, str]]:
+    """The network class and the ``_kw_requires_import`` op classes a configuration names, checked against
+    the fixed lists: ``(network short name, {arch_kwargs key: op short name})``. Raises ValueError."""
+    arch = plans["configurations"][configuration]["architecture"]
+    network = _known_name(
+        arch.get("network_class_name"), _NETWORK_CLASSES, "dynamic_network_architectures", "the network class"
+    )
+    kwargs = arch["arch_kwargs"]
+    ops = {
+        key: _known_name(kwargs[key], _OP_CLASSES, "torch.nn", key)
+        for key in arch.get("_kw_requires_import", [])
+        if kwargs.get(key) is not None
+    }
+    return network, ops
 
 
 def build_nnunet_network(
@@ -155,15 +163,16 @@ def build_nnunet_network(
     The class names in ``plans.json`` are untrusted: they are matched against a fixed list of
     dynamic-network-architectures networks and torch ops, never imported by name.
     """
-    arch = plans["configurations"][configuration]["architecture"]
-    networks, ops = _known_classes()
-    cls = _known(
-        arch.get("network_class_name"), networks, "dynamic_network_architectures", "the network class"
-    )
-    kwargs = dict(arch["arch_kwargs"])
-    for key in arch.get("_kw_requires_import", []):
-        if kwargs.get(key) is not None:
-            kwargs[key] = _known(kwargs[key], ops, "torch.nn", f"{key}")
+    network, ops = _checked_class_names(plans, configuration)
+    try:
+        from dynamic_network_architectures.architectures import unet
+    except ImportError as exc:
+        raise ValueError(
+            "nnU-Net v2 model folders need dynamic-network-architectures (pip install dynamic-network-architectures)"
+        ) from exc
+    kwargs = dict(plans["configurations"][configuration]["architecture"]["arch_kwargs"])
+    kwargs.update({key: getattr(torch.nn, short) for key, short in ops.items()})
+    cls = getattr(unet, network)
     return cls(input_channels=in_channels, num_classes=num_classes, deep_supervision=False, **kwargs)
 
 

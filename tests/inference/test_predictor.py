@@ -166,3 +166,31 @@ def test_input_discovery(tmp_path):
         find_cases([str(tmp_path / "*.mha")])
     items = list(range(7))
     assert sorted(shard(items, 3, 0) + shard(items, 3, 1) + shard(items, 3, 2)) == items
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_fused_inference_passes_give_the_same_masks(nnunet_model, fastpanc_model, builders, mode):
+    """The CPU default (fused norm, pooling and upsampling passes) against torch's modules, for an nnU-Net
+    ResEnc folder (rebuilt as fastpanc's network) and a multitask fastpanc folder."""
+    from fastpanc.model.network import MultitaskResEncUNet
+
+    image = builders.synthetic_ct((16, 30, 34), seed=6)
+    spacing = (2.5, 0.9, 0.8)
+    for folder in (nnunet_model, fastpanc_model):
+        fused = fastpanc.Predictor(folder, device="cpu", config=PredictConfig(mode=mode, tta=False))
+        plain = fastpanc.Predictor(
+            folder, device="cpu", config=PredictConfig(mode=mode, tta=False, fused_inference=False)
+        )
+        assert fused.config.fused_inference and not plain.config.fused_inference
+        net = fused.networks[0]
+        assert isinstance(net, MultitaskResEncUNet) and net.decoder.fused_upsample == "auto"
+        a, b = fused.predict_array(image, spacing), plain.predict_array(image, spacing)
+        # float32 (exact): statistics summed in another order; bf16 (fast): the residual stream between
+        # blocks is bf16 in the fused network, float32 under plain autocast (random weights: many near-ties)
+        assert (a.labels == b.labels).mean() >= (0.999 if mode == "exact" else 0.99)
+        if a.subtype_probs is not None:
+            np.testing.assert_allclose(
+                a.subtype_probs, b.subtype_probs, atol=1e-3 if mode == "exact" else 0.05
+            )
+    assert PredictConfig().resolved("cuda").fused_inference is False
+    assert PredictConfig().resolved("cpu").fused_inference is True
