@@ -147,3 +147,32 @@ def test_attention_head_reads_intensities_from_the_prediction_or_the_labels() ->
         head(skips, dec, _lesion_logits((6, 16, 16), box))
     with pytest.raises(ValueError, match="attention must be"):
         head(skips, dec, _lesion_logits((6, 16, 16), box), image, attention=mask[:, :, :3])
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 5, 9, 11), (3, 1, 7, 8)])
+@pytest.mark.parametrize("r", [1, 2, 3])
+def test_inplane_max_filter_equals_max_pooling(shape, r):
+    """The separable filter behind the lesion's erosion and dilation equals torch's max pooling (stride 1,
+    padding r, in-plane kernel) and r repeated 3x3 poolings."""
+    import torch.nn.functional as F
+
+    from fastpanc.model.heads import _inplane_max_filter
+
+    w = torch.rand(shape, generator=torch.Generator().manual_seed(r))
+    k = 2 * r + 1
+    if len(shape) == 5:
+        want = F.max_pool3d(w, (1, k, k), 1, (0, r, r))
+        rep = w
+        for _ in range(r):
+            rep = F.max_pool3d(rep, (1, 3, 3), 1, (0, 1, 1))
+    else:
+        want = F.max_pool2d(w, k, 1, r)
+        rep = w
+        for _ in range(r):
+            rep = F.max_pool2d(rep, 3, 1, 1)
+    got = _inplane_max_filter(w, r)
+    assert torch.equal(got, want) and torch.equal(got, rep)
+    assert torch.equal(
+        -_inplane_max_filter(-w, r),
+        -F.max_pool3d(-w, (1, k, k), 1, (0, r, r)) if len(shape) == 5 else -F.max_pool2d(-w, k, 1, r),
+    )
