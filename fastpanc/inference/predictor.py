@@ -87,6 +87,12 @@ class Predictor:
             checkpoint,
             self.config.configuration,
         )
+        if self.config.fused_inference and self.device.type != "cpu":
+            log.warning(
+                "fused_inference asked for on %s: the fused passes have C++ CPU kernels only, so they run as "
+                "their torch reference ops there (slower than torch's modules); leave fused_inference unset on a GPU",
+                self.device,
+            )
         self.networks = []
         for state in self.model.states:  # weights are loaded once, one network per fold
             net = self.model.build_network()
