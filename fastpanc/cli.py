@@ -170,6 +170,12 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["exact", "fast"], default="exact")
     p.add_argument("--roi", action="store_true", help="coarse-to-fine: find the pancreas first, then refine")
     p.add_argument("--save-probabilities", action="store_true")
+    p.add_argument(
+        "--torch-modules",
+        action="store_true",
+        help="run torch's own norm, pooling and upsampling modules instead of fastpanc's fused CPU passes "
+        "(the CPU default; docs/inference.md)",
+    )
     p.add_argument("--zip", metavar="NAME", help="also pack masks and subtype_results.csv into this zip")
     p.add_argument("--num-parts", type=int, default=1)
     p.add_argument("--part", type=int, default=0)

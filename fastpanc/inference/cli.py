@@ -23,7 +23,12 @@ def predict_command(args: argparse.Namespace) -> int:
 
     num_parts, part = resolve_shard(args.num_parts, args.part)
     config = PredictConfig(
-        mode=args.mode, tta=args.tta, step=args.step, roi=args.roi, save_probabilities=args.save_probabilities
+        mode=args.mode,
+        tta=args.tta,
+        step=args.step,
+        roi=args.roi,
+        save_probabilities=args.save_probabilities,
+        fused_inference=False if getattr(args, "torch_modules", False) else None,
     )
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():

@@ -135,3 +135,19 @@ def test_user_errors_are_one_line(tmp_path, nnunet_model, capsys):
     os.makedirs(tmp_path / "empty_model")
     assert _run("-i", tmp_path, "-o", tmp_path / "o", "-m", tmp_path / "empty_model") == 2
     assert "plans.json not found" in capsys.readouterr().err
+
+
+def test_torch_modules_flag(tmp_path, nnunet_model, cases_dir):
+    """``--torch-modules`` turns the fused CPU passes off (recorded in predict_config.json); masks agree."""
+    import json
+
+    assert _run("-i", cases_dir, "-o", tmp_path / "fused", "-m", nnunet_model) == 0
+    assert _run("-i", cases_dir, "-o", tmp_path / "plain", "-m", nnunet_model, "--torch-modules") == 0
+    assert json.loads((tmp_path / "fused" / "predict_config.json").read_text())["fused_inference"] is True
+    assert json.loads((tmp_path / "plain" / "predict_config.json").read_text())["fused_inference"] is False
+    names = sorted(p.name for p in (tmp_path / "fused").glob("*.nii.gz"))
+    assert names and names == sorted(p.name for p in (tmp_path / "plain").glob("*.nii.gz"))
+    for n in names:
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "fused" / n)))
+        b = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "plain" / n)))
+        assert (a == b).mean() >= 0.999
