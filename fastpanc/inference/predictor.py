@@ -89,8 +89,8 @@ class Predictor:
         )
         if self.config.fused_inference and self.device.type != "cpu":
             log.warning(
-                "fused_inference asked for on %s: the fused passes have C++ CPU kernels only, so they run as "
-                "their torch reference ops there (slower than torch's modules); leave fused_inference unset on a GPU",
+                "fused_inference asked for on %s: not measured on GPUs yet (the default there is off); the norm "
+                "pass runs in Triton, pooling and upsampling as their torch reference ops",
                 self.device,
             )
         self.networks = []

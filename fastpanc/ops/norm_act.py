@@ -66,8 +66,8 @@ def instance_norm_act(
         negative_slope: LeakyReLU slope, or None for no nonlinearity.
         residual: optional tensor of ``x``'s shape, any of the three dtypes, added after the affine map.
         out_dtype: result dtype; default ``x.dtype``, or the promotion of ``x`` and ``residual`` dtypes.
-        backend: ``auto``, ``reference`` or ``cpu`` (C++/OpenMP). On CUDA tensors ``auto`` takes the
-            reference, whose torch ops run on the GPU.
+        backend: ``auto``, ``reference``, ``cpu`` (C++/OpenMP) or ``triton`` (GPUs; CPU tensors under
+            ``TRITON_INTERPRET=1``). Neither kernel has a backward.
         inplace: write the result into ``x`` (when ``x`` is contiguous and ``out_dtype`` is its dtype).
 
     Returns:
@@ -109,8 +109,9 @@ def instance_norm_act(
         {
             "reference": lambda: None,
             "cpu": lambda: B.cpu_inference_reason(x, weight, bias, residual),
+            "triton": lambda: _triton_reason(x, weight, bias, residual),
         },
-        B.auto_order(x.device, cpu=["cpu"], cuda=["reference"]),
+        B.auto_order(x.device, cpu=["cpu"], cuda=["triton"]),
     )
     if name == "reference":
         y = instance_norm_act_reference(x, weight, bias, eps, negative_slope, residual, out_dtype)
@@ -129,6 +130,10 @@ def instance_norm_act(
         return out
     w = None if weight is None else weight.detach().float().contiguous()
     b = None if bias is None else bias.detach().float().contiguous()
+    if name == "triton":
+        from fastpanc.kernels.norm_act import instance_norm_act_triton
+
+        return instance_norm_act_triton(x, weight, bias, eps, negative_slope, residual, out)
     B.extension().instance_norm_act_cpu(
         x.data_ptr(),
         B.DTYPE_CODES[x.dtype],
@@ -146,6 +151,14 @@ def instance_norm_act(
         float(negative_slope or 0.0),
     )
     return out
+
+
+def _triton_reason(x: torch.Tensor, *others: torch.Tensor | None) -> str | None:
+    present = [t for t in (x, *others) if t is not None]
+    why = B.triton_reason(*present)
+    if why is None and torch.is_grad_enabled() and any(t.requires_grad for t in present):
+        why = "the Triton kernel has no backward; it is for inference (use torch.inference_mode or no_grad)"
+    return why
 
 
 def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -245,3 +245,19 @@ def test_fused_inference_act_is_for_inference_only() -> None:
     out = net(torch.randn(1, 1, 16, 16, 16))
     out.seg[0].sum().backward()
     assert net.encoder.stem.convs[0].conv.weight.grad is not None
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+def test_fused_inference_on_cuda_in_float16() -> None:
+    """On a GPU the norm pass runs in Triton (pooling and upsampling as torch ops): the same labels as
+    torch's modules under float16 autocast, within fp16 rounding."""
+    net = _randomised(_net("aniso3d", num_subtypes=0)).cuda()
+    x = torch.randn(1, 1, 8, 24, 32, device="cuda")
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
+        want = net(x).seg[0].float()
+        net.fuse_inference("auto")
+        got = net(x).seg[0].float()
+    scale = want.abs().max().item()
+    assert (got - want).abs().max().item() <= 0.02 * scale
+    assert (got.argmax(1) == want.argmax(1)).float().mean().item() >= 0.99

@@ -142,6 +142,43 @@ def test_cpu_backend_refuses_autograd():
     assert w.grad is not None
 
 
-def test_cuda_backend_is_not_offered():
+def test_cuda_backend_is_not_offered():  # the GPU kernel is the Triton one
     with pytest.raises(BackendUnavailableError, match="has no 'cuda' backend"):
         instance_norm_act(torch.randn(1, 2, 3, 3, 3), None, None, backend="cuda")
+
+
+# Triton runs on the GPU when there is one; without one tests/conftest.py sets TRITON_INTERPRET=1 and it
+# runs on CPU tensors.
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("res_dtype", [None, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("slope", [None, 0.01])
+def test_triton_matches_reference(dtype, res_dtype, slope):
+    x = _data((2, 3, 5, 13, 17), dtype)  # 1105 voxels per plane: two 1024-voxel chunks, the second partial
+    w, b = _data((3,), torch.float32, 1), _data((3,), torch.float32, 2)
+    r = None if res_dtype is None else _data(x.shape, res_dtype, 3)
+    want = instance_norm_act_reference(x, w, b, 1e-5, slope, r)
+    dev = TRITON_DEVICE
+    got = instance_norm_act(
+        x.to(dev), w.to(dev), b.to(dev), 1e-5, slope, None if r is None else r.to(dev), backend="triton"
+    ).cpu()
+    assert got.dtype == want.dtype
+    torch.testing.assert_close(got.float(), want.float(), **_tol(got.dtype))
+
+
+def test_triton_many_chunks_and_offset_statistics():
+    """Small blocks force many chunks (and the chunk doubling above 256 chunks); the pairwise combination
+    keeps a plane with mean 100 and std 0.01 exact to float32 rounding."""
+    from fastpanc.kernels.norm_act import instance_norm_act_triton
+
+    x = _data((1, 2, 4, 30, 50), torch.float32, scale=0.01, shift=100.0).to(TRITON_DEVICE)  # 6000 per plane
+    want = instance_norm_act_reference(x.cpu().double(), None, None, 1e-12, 0.1).float()
+    for block in (16, 64):  # 375 -> 188 chunks of 32, and 94 chunks of 64
+        out = torch.empty_like(x)
+        got = instance_norm_act_triton(x, None, None, 1e-12, 0.1, None, out, block=block).cpu()
+        torch.testing.assert_close(got, want, rtol=5e-3, atol=5e-3)
+    y = x.clone()  # in place
+    instance_norm_act(y, None, None, 1e-12, 0.1, backend="triton", inplace=True)
+    torch.testing.assert_close(y.cpu(), want, rtol=5e-3, atol=5e-3)
