@@ -27,6 +27,7 @@ PATCH="${PATCH:-16, 48, 64}"
 JOBS="${JOBS:-2}"
 HEAD="${HEAD:-attention}"
 ITERS="${ITERS:-40}"  # training iterations per epoch (validation runs after each epoch)
+LAMBDA="${LAMBDA:-1.0}"  # weight of the subtype loss
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
@@ -56,7 +57,7 @@ cat > "$OUT/train_config.json" <<JSON
   "optimizer": "adamw",
   "lr": 0.002,
   "head": "$HEAD",
-  "lambda_cls": 1.0,
+  "lambda_cls": $LAMBDA,
   "lambda_warmup_epochs": 2,
   "lambda_ramp_epochs": 4,
   "oversample_foreground": 0.6,
