@@ -1,8 +1,8 @@
 """Instance norm + residual + LeakyReLU in one pass: the op every ResEnc block ends with.
 
 In inference the network's ``InstanceNorm -> (+ residual) -> LeakyReLU`` sequences are memory-bound
-passes around the convolutions; under bf16 autocast torch also widens each convolution output to
-float32 for the norm and narrows it again for the next convolution. ``instance_norm_act`` reads the
+passes around the convolutions (torch's CPU instance norm is also slow on bfloat16 tensors:
+benchmarks/bench_fused_ops.py). ``instance_norm_act`` reads the
 convolution output in its own dtype, computes the statistics and the affine map in float32, adds the
 residual, applies the nonlinearity and writes the result once.
 """

@@ -221,7 +221,7 @@ def test_fused_inference_act_gives_the_same_outputs(name: str, size: tuple[int, 
 
 
 def test_fused_inference_act_under_bf16_autocast() -> None:
-    """bfloat16 activations stay bfloat16 through the fused pass (no widening copies); the logits stay within
+    """bfloat16 activations stay bfloat16 through the fused pass; the logits stay within
     bf16 rounding of the unfused autocast forward."""
     net = _randomised(_net("aniso3d", num_subtypes=0))
     x = torch.randn(1, 1, 8, 24, 32)
