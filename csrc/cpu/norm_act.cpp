@@ -60,21 +60,18 @@ float tile_sq_dev(const float* __restrict p, int64_t n, float mean) {
   return s;
 }
 
-// y = (x - mean) * scale + beta (+ r), then LeakyReLU when act (torch: x > 0 ? x : x * slope).
-// x, r and y never overlap (restrict lets the compiler vectorise without a runtime alias check).
+// LeakyReLU as torch computes it (x > 0 ? x : x * slope), or identity without act
+inline float act_one(float v, bool act, float slope) { return act ? (v > 0.0f ? v : v * slope) : v; }
+
+// One tile: y = act((x - mean) * scale + beta (+ r)); x, r and y never overlap (restrict lets the compiler
+// vectorise without a runtime alias check).
 FASTPANC_SIMD_CLONES
 void tile_apply(const float* __restrict x, const float* __restrict r, float* __restrict y, int64_t n, float mean,
                 float scale, float beta, bool act, float slope) {
   if (r != nullptr) {
-    for (int64_t i = 0; i < n; ++i) {
-      const float v = (x[i] - mean) * scale + beta + r[i];
-      y[i] = act ? (v > 0.0f ? v : v * slope) : v;
-    }
+    for (int64_t i = 0; i < n; ++i) y[i] = act_one((x[i] - mean) * scale + beta + r[i], act, slope);
   } else {
-    for (int64_t i = 0; i < n; ++i) {
-      const float v = (x[i] - mean) * scale + beta;
-      y[i] = act ? (v > 0.0f ? v : v * slope) : v;
-    }
+    for (int64_t i = 0; i < n; ++i) y[i] = act_one((x[i] - mean) * scale + beta, act, slope);
   }
 }
 
@@ -83,15 +80,9 @@ FASTPANC_SIMD_CLONES
 void tile_apply_inplace(float* __restrict xy, const float* __restrict r, int64_t n, float mean, float scale,
                         float beta, bool act, float slope) {
   if (r != nullptr) {
-    for (int64_t i = 0; i < n; ++i) {
-      const float v = (xy[i] - mean) * scale + beta + r[i];
-      xy[i] = act ? (v > 0.0f ? v : v * slope) : v;
-    }
+    for (int64_t i = 0; i < n; ++i) xy[i] = act_one((xy[i] - mean) * scale + beta + r[i], act, slope);
   } else {
-    for (int64_t i = 0; i < n; ++i) {
-      const float v = (xy[i] - mean) * scale + beta;
-      xy[i] = act ? (v > 0.0f ? v : v * slope) : v;
-    }
+    for (int64_t i = 0; i < n; ++i) xy[i] = act_one((xy[i] - mean) * scale + beta, act, slope);
   }
 }
 

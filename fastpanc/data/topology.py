@@ -116,13 +116,6 @@ def pool_and_conv_props(
     )
 
 
-def _prod(values: Sequence[int]) -> int:
-    out = 1
-    for v in values:
-        out *= int(v)
-    return out
-
-
 def resenc_feature_map_size(
     patch_size: Sequence[int],
     input_channels: int,
@@ -147,15 +140,15 @@ def resenc_feature_map_size(
     del input_channels  # the stem's input channels do not enter the estimate
     size = [int(s) for s in patch_size]
     # encoder: stem conv, then per stage the residual blocks (the first one strided, with a 1x1 skip projection)
-    total = features_per_stage[0] * _prod(size)
+    total = features_per_stage[0] * math.prod(size)
     in_ch = features_per_stage[0]
     for s in range(n):
         out = [i // j for i, j in zip(size, strides[s])]
         c = features_per_stage[s]
-        total += 2 * c * _prod(out)
+        total += 2 * c * math.prod(out)
         if in_ch != c or out != size:
-            total += c * _prod(out)
-        total += (n_blocks_per_stage[s] - 1) * 2 * c * _prod(out)
+            total += c * math.prod(out)
+        total += (n_blocks_per_stage[s] - 1) * 2 * c * math.prod(out)
         in_ch = c
         size = out
     # decoder: per stage its convs, the transposed conv, and the segmentation output (last stage or deep supervision)
@@ -167,8 +160,8 @@ def resenc_feature_map_size(
     for s in range(n - 1):
         sz = skip_sizes[-(s + 1)]
         c = features_per_stage[-(s + 2)]
-        total += n_conv_per_stage_decoder[s] * c * _prod(sz)
-        total += c * _prod(sz)
+        total += n_conv_per_stage_decoder[s] * c * math.prod(sz)
+        total += c * math.prod(sz)
         if deep_supervision or s == n - 2:
-            total += num_classes * _prod(sz)
+            total += num_classes * math.prod(sz)
     return int(total)

@@ -105,7 +105,8 @@ def instance_norm_act_triton(
     out: torch.Tensor,
     block: int = 1024,
 ) -> torch.Tensor:
-    """``x``, ``residual`` and ``out`` contiguous ``(B, C, *S)`` (checked by the caller); ``out`` may be ``x``."""
+    """``x``, ``residual`` and ``out`` contiguous ``(B, C, *S)``, ``weight`` and ``bias`` contiguous float32 ``(C,)``
+    or None (all prepared by ``fastpanc.ops.instance_norm_act``); ``out`` may be ``x``."""
     planes, channels = x.shape[0] * x.shape[1], x.shape[1]
     n = x[0, 0].numel()
     if planes == 0 or n == 0:
@@ -118,8 +119,7 @@ def instance_norm_act_triton(
     m2s = torch.empty_like(sums)
     grid = (planes, n_chunks)
     _chunk_stats[grid](x, sums, m2s, n, n_chunks, CHUNK=chunk, BLOCK=block)
-    w = None if weight is None else weight.detach().float().contiguous()
-    b = None if bias is None else bias.detach().float().contiguous()
+    w, b = weight, bias
     _apply[grid](
         x,
         x if residual is None else residual,

@@ -208,9 +208,9 @@ class MultitaskResEncUNet(nn.Module):
         return NetOutput(seg=seg, cls=cls_logits)
 
     def fuse_inference(self, backend: str | None = "auto") -> MultitaskResEncUNet:
-        """Prediction only: run every conv block's instance norm, residual add and LeakyReLU as one
-        ``fastpanc.ops.instance_norm_act`` pass (``backend``), or the torch modules again with ``None``.
-        The weights and the state dict do not change. Returns ``self``."""
+        """Prediction only: switch to the fused inference passes of :func:`fastpanc.model.blocks.fuse_inference`
+        (norm + residual + LeakyReLU, skip pooling, decoder upsampling) run by ``backend``, or back to the torch
+        modules with ``None``. The weights and the state dict do not change. Returns ``self``."""
         fuse_inference(self, backend)
         return self
 

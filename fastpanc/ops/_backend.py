@@ -78,16 +78,38 @@ def cpu_reason(*tensors: torch.Tensor, dtypes: Sequence[torch.dtype] | None = No
     return None
 
 
+def _no_backward_reason(kernel: str, tensors: Sequence[torch.Tensor]) -> str | None:
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return (
+            f"the {kernel} kernel has no backward; it is for inference (use torch.inference_mode or no_grad)"
+        )
+    return None
+
+
 def cpu_inference_reason(*tensors: torch.Tensor | None) -> str | None:
     """:func:`cpu_reason` for kernels without a backward (inference only): also refuses tensors that
     require grad while grad is enabled. ``None`` entries (absent optional inputs) are skipped."""
     present = [t for t in tensors if t is not None]
-    why = cpu_reason(*present)
-    if why is not None:
-        return why
-    if torch.is_grad_enabled() and any(t.requires_grad for t in present):
-        return "the C++ kernel has no backward; it is for inference (use torch.inference_mode or no_grad)"
-    return None
+    return cpu_reason(*present) or _no_backward_reason("C++", present)
+
+
+def triton_inference_reason(*tensors: torch.Tensor | None) -> str | None:
+    """:func:`triton_reason` for Triton kernels without a backward, as :func:`cpu_inference_reason`."""
+    present = [t for t in tensors if t is not None]
+    return triton_reason(*present) or _no_backward_reason("Triton", present)
+
+
+def overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the memory spans of two (possibly strided) tensors intersect."""
+    if a.numel() == 0 or b.numel() == 0:
+        return False
+
+    def span(t: torch.Tensor) -> tuple[int, int]:
+        last = sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()))
+        return t.data_ptr(), t.data_ptr() + t.element_size() * (1 + last)
+
+    (a_lo, a_hi), (b_lo, b_hi) = span(a), span(b)
+    return a_lo < b_hi and b_lo < a_hi
 
 
 def cuda_reason(*tensors: torch.Tensor, dtypes: Sequence[torch.dtype] | None = None) -> str | None:
@@ -170,6 +192,11 @@ def auto_order(device: torch.device, cpu: Sequence[str], cuda: Sequence[str]) ->
     if "reference" not in order:
         order.append("reference")
     return order
+
+
+def as_zyx(spatial: Sequence[int]) -> tuple[int, ...]:
+    """A 2D ``(y, x)`` size or stride as ``(1, y, x)`` for kernels that take ``(z, y, x)``; 3D passes through."""
+    return (1,) * (3 - len(spatial)) + tuple(int(v) for v in spatial)
 
 
 def view_args(t: torch.Tensor) -> tuple[int, list[int], list[int], int]:

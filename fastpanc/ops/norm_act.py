@@ -109,7 +109,7 @@ def instance_norm_act(
         {
             "reference": lambda: None,
             "cpu": lambda: B.cpu_inference_reason(x, weight, bias, residual),
-            "triton": lambda: _triton_reason(x, weight, bias, residual),
+            "triton": lambda: B.triton_inference_reason(x, weight, bias, residual),
         },
         B.auto_order(x.device, cpu=["cpu"], cuda=["triton"]),
     )
@@ -122,7 +122,7 @@ def instance_norm_act(
     x = x.contiguous()
     if residual is not None:
         residual = residual.contiguous()
-    if inplace and out_dtype == x.dtype and (residual is None or not _overlaps(x, residual)):
+    if inplace and out_dtype == x.dtype and (residual is None or not B.overlaps(x, residual)):
         out = x
     else:
         out = torch.empty(x.shape, dtype=out_dtype, device=x.device)
@@ -133,7 +133,7 @@ def instance_norm_act(
     if name == "triton":
         from fastpanc.kernels.norm_act import instance_norm_act_triton
 
-        return instance_norm_act_triton(x, weight, bias, eps, negative_slope, residual, out)
+        return instance_norm_act_triton(x, w, b, eps, negative_slope, residual, out)
     B.extension().instance_norm_act_cpu(
         x.data_ptr(),
         B.DTYPE_CODES[x.dtype],
@@ -151,16 +151,3 @@ def instance_norm_act(
         float(negative_slope or 0.0),
     )
     return out
-
-
-def _triton_reason(x: torch.Tensor, *others: torch.Tensor | None) -> str | None:
-    present = [t for t in (x, *others) if t is not None]
-    why = B.triton_reason(*present)
-    if why is None and torch.is_grad_enabled() and any(t.requires_grad for t in present):
-        why = "the Triton kernel has no backward; it is for inference (use torch.inference_mode or no_grad)"
-    return why
-
-
-def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
-    a0, b0 = a.data_ptr(), b.data_ptr()
-    return a0 < b0 + b.numel() * b.element_size() and b0 < a0 + a.numel() * a.element_size()

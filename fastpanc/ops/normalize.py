@@ -112,10 +112,7 @@ def _check_out(x: torch.Tensor, out: torch.Tensor, out_dtype: torch.dtype) -> No
         return
     same = out.data_ptr() == x.data_ptr() and out.stride() == x.stride() and out.dtype == x.dtype
     if not same:
-        x_lo = x.data_ptr()
-        x_hi = x_lo + x.element_size() * (1 + sum((n - 1) * s for n, s in zip(x.shape, x.stride())))
-        o_lo, o_hi = out.data_ptr(), out.data_ptr() + out.element_size() * out.numel()
-        if x_lo < o_hi and o_lo < x_hi:
+        if B.overlaps(x, out):
             raise ValueError(
                 "ct_normalize: out overlaps x without being x itself; pass a separate tensor or x"
             )

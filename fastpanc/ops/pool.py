@@ -55,12 +55,15 @@ def avg_pool_down(x: torch.Tensor, stride: Sequence[int], backend: str = "auto")
     if name == "reference":
         return avg_pool_down_reference(x, stride)
     x = x.contiguous()
-    zyx = (1,) * (5 - x.dim()) + tuple(x.shape[2:])  # 2D as one z slice
-    szyx = (1,) * (5 - x.dim()) + stride
     out = torch.empty((*x.shape[:2], *(n // s for n, s in zip(x.shape[2:], stride))), dtype=x.dtype)
     if out.numel() == 0:
         return out
     B.extension().avg_pool_down_cpu(
-        x.data_ptr(), out.data_ptr(), B.DTYPE_CODES[x.dtype], x.shape[0] * x.shape[1], *zyx, *szyx
+        x.data_ptr(),
+        out.data_ptr(),
+        B.DTYPE_CODES[x.dtype],
+        x.shape[0] * x.shape[1],
+        *B.as_zyx(x.shape[2:]),
+        *B.as_zyx(stride),
     )
     return out

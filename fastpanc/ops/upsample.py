@@ -10,6 +10,7 @@ in one pass, replacing ``torch.cat``'s copy as well.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -36,7 +37,7 @@ def depth_to_space_cat_reference(
     b, cs = y.shape[:2]
     spatial = tuple(y.shape[2:])
     n = len(stride)
-    co = cs // _prod(stride)
+    co = cs // math.prod(stride)
     v = y.reshape(b, co, *stride, *spatial)
     # (B, Co, s_1..s_n, S_1..S_n) -> (B, Co, S_1, s_1, ..., S_n, s_n)
     order = [0, 1] + [i for k in range(n) for i in (2 + n + k, 2 + k)]
@@ -44,13 +45,6 @@ def depth_to_space_cat_reference(
     if bias is not None:
         up = (up.float() + bias.float().view(1, -1, *([1] * n))).to(y.dtype)
     return up if skip is None else torch.cat((up, skip), 1)
-
-
-def _prod(values: Sequence[int]) -> int:
-    out = 1
-    for v in values:
-        out *= int(v)
-    return out
 
 
 def depth_to_space_cat(
@@ -84,7 +78,7 @@ def depth_to_space_cat(
         )
     if y.dtype not in _DTYPES:
         raise ValueError(f"depth_to_space_cat: dtype {y.dtype} is not supported; expected one of {_DTYPES}")
-    s = _prod(stride)
+    s = math.prod(stride)
     if y.shape[1] % s:
         raise ValueError(
             f"depth_to_space_cat: y has {y.shape[1]} channels, not a multiple of prod(stride) = {s}"
@@ -122,8 +116,6 @@ def depth_to_space_cat(
     if out.numel() == 0:
         return out
     b = None if bias is None else bias.detach().float().contiguous()
-    zyx = (1,) * (5 - y.dim()) + tuple(y.shape[2:])
-    szyx = (1,) * (5 - y.dim()) + stride
     B.extension().depth_to_space_cat_cpu(
         y.data_ptr(),
         0 if skip is None else skip.data_ptr(),
@@ -132,8 +124,8 @@ def depth_to_space_cat(
         y.shape[0],
         co,
         cs,
-        *zyx,
-        *szyx,
+        *B.as_zyx(y.shape[2:]),
+        *B.as_zyx(stride),
         0 if b is None else b.data_ptr(),
     )
     return out
