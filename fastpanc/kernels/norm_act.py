@@ -119,13 +119,12 @@ def instance_norm_act_triton(
     m2s = torch.empty_like(sums)
     grid = (planes, n_chunks)
     _chunk_stats[grid](x, sums, m2s, n, n_chunks, CHUNK=chunk, BLOCK=block)
-    w, b = weight, bias
     _apply[grid](
         x,
         x if residual is None else residual,
         out,
-        sums if w is None else w,
-        sums if b is None else b,
+        sums if weight is None else weight,  # a float32 stand-in pointer when absent
+        sums if bias is None else bias,
         sums,
         m2s,
         n,
@@ -134,8 +133,8 @@ def instance_norm_act_triton(
         float(eps),
         float(negative_slope or 0.0),
         HAS_RES=residual is not None,
-        HAS_W=w is not None,
-        HAS_B=b is not None,
+        HAS_W=weight is not None,
+        HAS_B=bias is not None,
         ACT=negative_slope is not None,
         CHUNK=chunk,
         BLOCK=block,

@@ -124,7 +124,7 @@ class ConvNormAct(nn.Module):
             norm.eps,
             slope,
             residual,
-            backend=self.fused_norm or "auto",
+            backend=self.fused_norm,  # set: norm_act runs only on the fused path
             inplace=True,
         )
 
@@ -134,9 +134,9 @@ class ConvNormAct(nn.Module):
         return self.all_modules(x)
 
 
-def fuse_inference(module: nn.Module, backend: str | None = "auto") -> int:
+def fuse_inference(module: nn.Module, backend: str | None = "auto") -> None:
     """Switch the blocks under ``module`` to fused inference passes run by ``backend`` (a
-    ``fastpanc.ops`` backend name), or back to the torch modules with ``None``. Returns how many blocks.
+    ``fastpanc.ops`` backend name), or back to the torch modules with ``None``.
 
     - every :class:`ConvNormAct`: norm (+ residual) + LeakyReLU as one ``instance_norm_act`` pass;
     - every :class:`UNetDecoder`: each transposed convolution as a 1x1 convolution plus
@@ -144,17 +144,13 @@ def fuse_inference(module: nn.Module, backend: str | None = "auto") -> int:
 
     The passes have no backward: use them for prediction only.
     """
-    n = 0
     for m in module.modules():
         if isinstance(m, ConvNormAct):
             if not isinstance(m.norm, (nn.InstanceNorm2d, nn.InstanceNorm3d)):
                 raise ValueError(f"fuse_inference: only instance norm fuses, got {type(m.norm).__name__}")
             m.fused_norm = backend
-            n += 1
         elif isinstance(m, UNetDecoder):
             m.fused_upsample = backend
-            n += 1
-    return n
 
 
 class StackedConvs(nn.Module):
@@ -215,7 +211,7 @@ class BasicBlockD(nn.Module):
             return x
         for m in self.skip:
             if isinstance(m, (nn.AvgPool2d, nn.AvgPool3d)):
-                x = avg_pool_down(x, as_tuple(m.stride, x.dim() - 2), backend=self.conv2.fused_norm or "auto")
+                x = avg_pool_down(x, as_tuple(m.stride, x.dim() - 2), backend=self.conv2.fused_norm)
             else:
                 x = m(x)
         return x
