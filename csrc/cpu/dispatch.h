@@ -73,4 +73,17 @@ void dispatch_dtype(DType t, Fn&& fn) {
   }
 }
 
+// Calls fn(TypeTag<T>{}) for the floating dtypes the network kernels take (float32, float16, bfloat16);
+// other dtypes fail with a message naming `op`.
+template <class Fn>
+void dispatch_float_dtype(DType t, const char* op, Fn&& fn) {
+  switch (t) {
+    case DType::f32: fn(TypeTag<float>{}); break;
+    case DType::f16: fn(TypeTag<Half16>{}); break;
+    case DType::bf16: fn(TypeTag<BFloat16>{}); break;
+    default:
+      fail(std::string(op) + ": dtype must be float32, float16 or bfloat16, got " + dtype_name(t));
+  }
+}
+
 }  // namespace fastpanc::cpu

@@ -3,23 +3,10 @@
 #include <algorithm>
 #include <vector>
 
-#include "half.h"
+#include "cpu/dispatch.h"
 
 namespace fastpanc::cpu {
 namespace {
-
-inline float to_f(float v) { return v; }
-struct Bf16 {
-  uint16_t v;
-};
-struct F16 {
-  uint16_t v;
-};
-inline float to_f(Bf16 v) { return bf16_to_float(v.v); }
-inline float to_f(F16 v) { return half_to_float(v.v); }
-inline void put(float* p, float v) { *p = v; }
-inline void put(Bf16* p, float v) { p->v = float_to_bf16(v); }
-inline void put(F16* p, float v) { p->v = float_to_half(v); }
 
 template <typename T>
 void run(const T* x, T* out, int64_t planes, int64_t Z, int64_t Y, int64_t X, int sz, int sy, int sx) {
@@ -38,13 +25,13 @@ void run(const T* x, T* out, int64_t planes, int64_t Z, int64_t Y, int64_t X, in
             const T* row = x + ((p * Z + zo * sz + dz) * Y + yo * sy + dy) * X;
             for (int64_t xo = 0; xo < Xo; ++xo) {
               float s = 0.0f;
-              for (int dx = 0; dx < sx; ++dx) s += to_f(row[xo * sx + dx]);
+              for (int dx = 0; dx < sx; ++dx) s += to_float(row[xo * sx + dx]);
               acc[xo] += s;
             }
           }
         }
         T* o = out + (pz * Yo + yo) * Xo;
-        for (int64_t xo = 0; xo < Xo; ++xo) put(o + xo, acc[xo] * inv);
+        for (int64_t xo = 0; xo < Xo; ++xo) o[xo] = cast<T>(acc[xo] * inv);
       }
     }
   }
@@ -57,19 +44,10 @@ void avg_pool_down(std::uintptr_t x, std::uintptr_t out, DType dtype, int64_t pl
   if (sz < 1 || sy < 1 || sx < 1) fail("avg_pool_down: strides must be >= 1");
   if (planes < 0 || Z < 0 || Y < 0 || X < 0) fail("avg_pool_down: negative size");
   if (planes == 0 || Z / sz == 0 || Y / sy == 0 || X / sx == 0) return;
-  switch (dtype) {
-    case DType::f32:
-      run(reinterpret_cast<const float*>(x), reinterpret_cast<float*>(out), planes, Z, Y, X, sz, sy, sx);
-      break;
-    case DType::bf16:
-      run(reinterpret_cast<const Bf16*>(x), reinterpret_cast<Bf16*>(out), planes, Z, Y, X, sz, sy, sx);
-      break;
-    case DType::f16:
-      run(reinterpret_cast<const F16*>(x), reinterpret_cast<F16*>(out), planes, Z, Y, X, sz, sy, sx);
-      break;
-    default:
-      fail(std::string("avg_pool_down: dtype must be float32, float16 or bfloat16, got ") + dtype_name(dtype));
-  }
+  dispatch_float_dtype(dtype, "avg_pool_down", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    run(reinterpret_cast<const T*>(x), reinterpret_cast<T*>(out), planes, Z, Y, X, sz, sy, sx);
+  });
 }
 
 }  // namespace fastpanc::cpu

@@ -2,31 +2,14 @@
 
 #include <cstring>
 
-#include "half.h"
+#include "cpu/dispatch.h"
 
 namespace fastpanc::cpu {
 namespace {
 
-struct F32 {
-  using T = float;
-  static float load(float v) { return v; }
-  static float store(float v) { return v; }
-};
-struct Bf16 {
-  using T = uint16_t;
-  static float load(uint16_t v) { return bf16_to_float(v); }
-  static uint16_t store(float v) { return float_to_bf16(v); }
-};
-struct F16 {
-  using T = uint16_t;
-  static float load(uint16_t v) { return half_to_float(v); }
-  static uint16_t store(float v) { return float_to_half(v); }
-};
-
-template <typename D>
-void run(const typename D::T* y, const typename D::T* skip, typename D::T* out, int64_t B, int64_t Co, int64_t Cs,
-         int64_t Z, int64_t Y, int64_t X, int sz, int sy, int sx, const float* bias) {
-  using T = typename D::T;
+template <typename T>
+void run(const T* y, const T* skip, T* out, int64_t B, int64_t Co, int64_t Cs, int64_t Z, int64_t Y, int64_t X, int sz,
+         int sy, int sx, const float* bias) {
   const int64_t s = static_cast<int64_t>(sz) * sy * sx;
   const int64_t Zo = Z * sz, Yo = Y * sy, Xo = X * sx, C = Co + Cs;
   const int64_t plane_in = Z * Y * X, plane_out = Zo * Yo * Xo, row_out = Yo * Xo;
@@ -45,7 +28,7 @@ void run(const typename D::T* y, const typename D::T* skip, typename D::T* out, 
       T* orow = o + yo * Xo;
       for (int dx = 0; dx < sx; ++dx) {
         const T* irow = y + (b * Co * s + c * s + (dz * sy + dy) * sx + dx) * plane_in + (z * Y + yy) * X;
-        for (int64_t x = 0; x < X; ++x) orow[x * sx + dx] = D::store(D::load(irow[x]) + bc_bias);
+        for (int64_t x = 0; x < X; ++x) orow[x * sx + dx] = cast<T>(to_float(irow[x]) + bc_bias);
       }
     }
   }
@@ -60,22 +43,11 @@ void depth_to_space_cat(std::uintptr_t y, std::uintptr_t skip, std::uintptr_t ou
   if (B < 0 || Co < 0 || Cs < 0 || Z < 0 || Y < 0 || X < 0) fail("depth_to_space_cat: negative size");
   if (Cs > 0 && skip == 0) fail("depth_to_space_cat: skip channels without a skip pointer");
   const float* bs = reinterpret_cast<const float*>(bias);
-  switch (dtype) {
-    case DType::f32:
-      run<F32>(reinterpret_cast<const float*>(y), reinterpret_cast<const float*>(skip), reinterpret_cast<float*>(out),
-               B, Co, Cs, Z, Y, X, sz, sy, sx, bs);
-      break;
-    case DType::bf16:
-      run<Bf16>(reinterpret_cast<const uint16_t*>(y), reinterpret_cast<const uint16_t*>(skip),
-                reinterpret_cast<uint16_t*>(out), B, Co, Cs, Z, Y, X, sz, sy, sx, bs);
-      break;
-    case DType::f16:
-      run<F16>(reinterpret_cast<const uint16_t*>(y), reinterpret_cast<const uint16_t*>(skip),
-               reinterpret_cast<uint16_t*>(out), B, Co, Cs, Z, Y, X, sz, sy, sx, bs);
-      break;
-    default:
-      fail(std::string("depth_to_space_cat: dtype must be float32, float16 or bfloat16, got ") + dtype_name(dtype));
-  }
+  dispatch_float_dtype(dtype, "depth_to_space_cat", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    run(reinterpret_cast<const T*>(y), reinterpret_cast<const T*>(skip), reinterpret_cast<T*>(out), B, Co, Cs, Z, Y, X,
+        sz, sy, sx, bs);
+  });
 }
 
 }  // namespace fastpanc::cpu
