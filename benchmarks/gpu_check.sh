@@ -155,7 +155,7 @@ if want checks; then
   fi
   pytest_tail "$OUT/test_cuda.log"
   if [ "$STAGE" != predict ]; then
-    run_step "test_triton" 90 "$OUT/test_triton.log" "${PYTEST[@]}" tests/ops/test_normalize.py -k triton
+    run_step "test_triton" 90 "$OUT/test_triton.log" "${PYTEST[@]}" tests/ops -k triton
     pytest_tail "$OUT/test_triton.log"
   fi
 
