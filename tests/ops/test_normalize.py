@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -66,6 +70,44 @@ def test_nan_propagates_like_reference():
     want = ct_normalize_reference(x, -1, 1, 0, 1)
     for backend in ("cpu", "triton"):
         torch.testing.assert_close(_run(x, -1, 1, 0, 1, backend=backend), want, equal_nan=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 300), seed=st.integers(0, 1000), in_place=st.booleans())
+def test_contiguous_float32_vector_loops_and_tails(n, seed, in_place):
+    """The contiguous float32 path (explicit SIMD loops of 64, 16 or 8 values, then a tail) on every length,
+    with NaN and infinities anywhere, in place and into a separate buffer."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 1, 1, n, generator=g) * 300
+    special = torch.randint(0, n, (3,), generator=g)
+    x[0, 0, 0, special] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    want = ct_normalize_reference(x, -56.0, 180.0, 74.0, 44.0)
+    y = x.clone()
+    got = ct_normalize(y, -56.0, 180.0, 74.0, 44.0, backend="cpu", out=y if in_place else None)
+    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("level", ["avx2", "none"])
+def test_narrower_vector_loops_match_reference(level):
+    """FASTPANC_SIMD caps the contiguous float32 loop (AVX-512 by default where the CPU has it) at AVX2 or the
+    plain loop; the kernel is chosen once per process, so each level runs in its own interpreter."""
+    code = (
+        "import torch\n"
+        "from fastpanc.ops import ct_normalize, ct_normalize_reference\n"
+        "for n in list(range(1, 80)) + [1000, 40007]:\n"
+        "    x = torch.randn(1, 1, 1, n) * 300\n"
+        "    x[0, 0, 0, n // 2] = float('nan')\n"
+        "    want = ct_normalize_reference(x, -56.0, 180.0, 74.0, 44.0)\n"
+        "    y = x.clone()\n"
+        "    torch.testing.assert_close(ct_normalize(y, -56.0, 180.0, 74.0, 44.0, backend='cpu', out=y), want,\n"
+        "                               rtol=0, atol=0, equal_nan=True)\n"
+        "    torch.testing.assert_close(ct_normalize(x, -56.0, 180.0, 74.0, 44.0, backend='cpu'), want,\n"
+        "                               rtol=0, atol=0, equal_nan=True)\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "FASTPANC_SIMD": level}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
 def test_explicit_cuda_backend_says_why():
