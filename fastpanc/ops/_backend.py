@@ -78,8 +78,14 @@ def cpu_reason(*tensors: torch.Tensor, dtypes: Sequence[torch.dtype] | None = No
     return None
 
 
+def records_grad(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd records a call on these tensors (grad enabled and one of them requires grad);
+    ``None`` entries are skipped."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _no_backward_reason(kernel: str, tensors: Sequence[torch.Tensor]) -> str | None:
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    if records_grad(*tensors):
         return (
             f"the {kernel} kernel has no backward; it is for inference (use torch.inference_mode or no_grad)"
         )

@@ -132,14 +132,157 @@ def test_bad_input_errors():
         instance_norm_act(x, None, None, eps=0.0)
 
 
-def test_cpu_backend_refuses_autograd():
+def test_triton_backend_refuses_autograd():
     w = torch.ones(3, requires_grad=True)
+    x = torch.randn(1, 3, 4, 4, 4)
     with pytest.raises(BackendUnavailableError, match="no backward"):
-        instance_norm_act(torch.randn(1, 3, 4, 4, 4), w, None, backend="cpu")
-    # auto takes the differentiable reference instead, and says so in the log of slow paths
-    y = instance_norm_act(torch.randn(1, 3, 4, 4, 4), w, None)
+        instance_norm_act(x.to(TRITON_DEVICE), w.to(TRITON_DEVICE), None, backend="triton")
+
+
+# ---------------------------------------------------------------- training: the C++ backward
+
+GRAD_TOL = {torch.float32: 1e-4, torch.bfloat16: 1.6e-2}
+
+
+def _grads(backend, x, w, b, r, slope, eps=1e-5, out_dtype=None, seed=7):
+    """Output and gradients of every input that requires grad, for a random upstream gradient."""
+    leaves = [t for t in (x, w, b, r) if t is not None and t.requires_grad]
+    y = instance_norm_act(x, w, b, eps, slope, r, out_dtype, backend=backend)
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed)).to(y.dtype)
+    return y, torch.autograd.grad(y, leaves, g)
+
+
+def _assert_grads_close(got, want, dtype):
+    """Each result within ``GRAD_TOL[dtype]`` of the reference, relative to the reference's largest entry."""
+    (y_got, g_got), (y_want, g_want) = got, want
+    assert y_got.dtype == y_want.dtype
+    tol = GRAD_TOL[dtype]
+    torch.testing.assert_close(y_got.float(), y_want.float(), rtol=tol, atol=tol)
+    for a, e in zip(g_got, g_want):
+        assert a.dtype == e.dtype and a.shape == e.shape
+        scale = max(1.0, float(e.abs().max()))
+        torch.testing.assert_close(a.float(), e.float(), rtol=tol, atol=tol * scale)
+
+
+def _leaf(t, requires_grad=True):
+    return None if t is None else t.detach().requires_grad_(requires_grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("res_dtype", [None, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("slope", [None, 0.0, 0.01])
+def test_cpu_backward_matches_reference(dtype, res_dtype, slope):
+    # 7 * 33 * 41 = 9471 voxels per plane: several 2048-voxel tiles, the last partial
+    x = _leaf(_data((2, 5, 7, 33, 41), dtype))
+    w, b = _leaf(_data((5,), torch.float32, 1)), _leaf(_data((5,), torch.float32, 2))
+    r = None if res_dtype is None else _leaf(_data(x.shape, res_dtype, 3))
+    got = _grads("cpu", x, w, b, r, slope)
+    assert got[0].grad_fn is not None and type(got[0].grad_fn).__name__ == "_InstanceNormActBackward"
+    _assert_grads_close(got, _grads("reference", x, w, b, r, slope), dtype)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    shape=st.lists(st.integers(1, 9), min_size=3, max_size=5),
+    seed=st.integers(0, 1000),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+    slope=st.sampled_from([None, 0.0, 0.01]),
+    residual=st.sampled_from([None, torch.float32, torch.bfloat16]),
+    affine=st.sampled_from(["both", "weight", "bias", "none"]),
+    needs=st.sampled_from(["all", "params only", "x only"]),
+)
+def test_cpu_backward_random_shapes_and_strides(shape, seed, dtype, slope, residual, affine, needs):
+    assume(torch.Size(shape[2:]).numel() > 1)  # statistics need two voxels per plane
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=gen) * 4 + 1).to(dtype)
+    perm = [0, 1, *(2 + torch.randperm(len(shape) - 2, generator=gen)).tolist()]
+    x = x.permute(perm)  # a strided (non-contiguous) view of (B, C, *spatial)
+    c = x.shape[1]
+    w = torch.randn(c, generator=gen) if affine in ("both", "weight") else None
+    b = torch.randn(c, generator=gen) if affine in ("both", "bias") else None
+    r = None if residual is None else torch.randn(x.shape, generator=gen).to(residual)
+    x = _leaf(x, needs != "params only")
+    w, b = _leaf(w, needs != "x only"), _leaf(b, needs != "x only")
+    r = _leaf(r, needs == "all")
+    assume(any(t is not None and t.requires_grad for t in (x, w, b, r)))
+    got = _grads("cpu", x, w, b, r, slope, seed=seed)
+    _assert_grads_close(got, _grads("reference", x, w, b, r, slope, seed=seed), dtype)
+
+
+def test_cpu_backward_of_a_sum_and_through_a_view():
+    """An expanded (stride-0) upstream gradient, and an input that is a slice of a larger leaf."""
+    base = _leaf(_data((2, 6, 5, 9, 11), torch.float32))
+    w = _leaf(torch.linspace(0.5, 1.5, 3))
+    grads = []
+    for backend in ("reference", "cpu"):
+        x = base[:, ::2]  # (2, 3, 5, 9, 11), every other channel
+        instance_norm_act(x, w, None, 1e-5, 0.01, backend=backend).sum().backward()
+        grads.append((base.grad.clone(), w.grad.clone()))
+        base.grad, w.grad = None, None
+    for got, want in zip(grads[1], grads[0]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert torch.count_nonzero(grads[1][0][:, 1::2]) == 0  # the skipped channels get no gradient
+
+
+def test_slope_zero_masks_the_gradient():
+    """slope 0 (a ReLU): no gradient flows where the pre-activation is <= 0; slope None: it all flows."""
+    x = _leaf(_data((1, 2, 6, 8, 8), torch.float32))
+    r = _leaf(_data(x.shape, torch.float32, 3))
+    y = instance_norm_act(x, None, None, 1e-5, 0.0, r, backend="cpu")
+    (gr,) = torch.autograd.grad(y.sum(), [r])
+    assert torch.equal(gr, (y > 0).float())
+    (gr,) = torch.autograd.grad(instance_norm_act(x, None, None, 1e-5, None, r, backend="cpu").sum(), [r])
+    assert torch.equal(gr, torch.ones_like(gr))
+
+
+def test_autograd_never_writes_in_place_and_auto_takes_cpu():
+    from fastpanc.ops import slow_paths_taken
+
+    x0 = _data((2, 3, 4, 6, 6), torch.float32)
+    x = x0.clone().requires_grad_()
+    h = x * 1.0  # a non-leaf, like a convolution's output
+    w = torch.ones(3, requires_grad=True)
+    y = instance_norm_act(h, w, None, 1e-5, 0.01, inplace=True)  # auto
+    assert y.data_ptr() != h.data_ptr() and torch.equal(h.detach(), x0)
+    assert type(y.grad_fn).__name__ == "_InstanceNormActBackward"
+    assert "instance_norm_act" not in slow_paths_taken()
     y.sum().backward()
-    assert w.grad is not None
+    assert x.grad is not None and w.grad is not None
+    with torch.no_grad():  # no autograd: written in place as before
+        h2 = x0.clone()
+        assert instance_norm_act(h2, w, None, 1e-5, 0.01, inplace=True).data_ptr() == h2.data_ptr()
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes of the distinct tensors autograd saves while ``fn`` runs."""
+    seen: dict[tuple[int, int], int] = {}
+
+    def pack(t):
+        seen[(t.data_ptr(), t.numel())] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("act", [False, True])
+def test_saves_no_more_than_torch_modules(act):
+    """InstanceNorm3d -> + residual -> LeakyReLU(inplace) saves the norm's input, weight and statistics plus the
+    activation's output; the fused op saves no more."""
+    norm = torch.nn.InstanceNorm3d(4, affine=True)
+    conv_out = _leaf(_data((2, 4, 6, 10, 12), torch.float32)) * 1.0
+    r = _leaf(_data(conv_out.shape, torch.float32, 5))
+
+    def modules():
+        y = norm(conv_out) + r
+        return torch.nn.functional.leaky_relu(y, 0.01, inplace=True) if act else y
+
+    def fused():
+        slope = 0.01 if act else None
+        return instance_norm_act(conv_out, norm.weight, norm.bias, norm.eps, slope, r, backend="cpu")
+
+    assert _saved_bytes(fused) <= _saved_bytes(modules)
 
 
 def test_cuda_backend_is_not_offered():  # the GPU kernel is the Triton one
