@@ -105,15 +105,15 @@ class ConvNormAct(nn.Module):
             self.nonlin = ops.nonlin()
             modules.append(self.nonlin)
         self.all_modules = nn.Sequential(*modules)
-        # inference only: a backend name ("auto", "cpu", ...) runs norm and nonlinearity as one
-        # fastpanc.ops.instance_norm_act pass over the convolution output (see fuse_inference)
+        # a backend name ("auto", "cpu", ...) runs norm and nonlinearity as one fastpanc.ops.instance_norm_act
+        # pass over the convolution output (see fuse_inference and fuse_training)
         self.fused_norm: str | None = None
 
     def norm_act(
         self, y: torch.Tensor, residual: torch.Tensor | None = None, slope: float | None = None
     ) -> torch.Tensor:
         """This block's norm (+ ``residual``) and its own nonlinearity (or LeakyReLU ``slope``) in one fused pass,
-        written over the convolution output ``y``."""
+        written over the convolution output ``y`` (a new tensor when autograd records it)."""
         if slope is None and hasattr(self, "nonlin"):
             slope = self.nonlin.negative_slope
         norm = self.norm
@@ -140,17 +140,39 @@ def fuse_inference(module: nn.Module, backend: str | None = "auto") -> None:
 
     - every :class:`ConvNormAct`: norm (+ residual) + LeakyReLU as one ``instance_norm_act`` pass;
     - every :class:`UNetDecoder`: each transposed convolution as a 1x1 convolution plus
-      ``depth_to_space_cat``, which also writes the skip (no ``torch.cat``).
+      ``depth_to_space_cat``, which also writes the skip (no ``torch.cat``);
+    - every :class:`BasicBlockD`: the strided skip's average pooling as ``avg_pool_down`` in the input's dtype.
 
-    The passes have no backward: use them for prediction only.
+    The upsampling and pooling passes have no backward: use this for prediction only (:func:`fuse_training`
+    fuses what trains).
     """
     for m in module.modules():
         if isinstance(m, ConvNormAct):
-            if not isinstance(m.norm, (nn.InstanceNorm2d, nn.InstanceNorm3d)):
-                raise ValueError(f"fuse_inference: only instance norm fuses, got {type(m.norm).__name__}")
-            m.fused_norm = backend
+            m.fused_norm = _norm_backend(m, backend, "fuse_inference")
         elif isinstance(m, UNetDecoder):
             m.fused_upsample = backend
+        elif isinstance(m, BasicBlockD):
+            m.fused_pool = backend
+
+
+def fuse_training(module: nn.Module, backend: str | None = "auto") -> None:
+    """Switch every :class:`ConvNormAct` under ``module`` to ``instance_norm_act`` with autograd, run by
+    ``backend``: norm (+ the block's residual) + LeakyReLU as one pass forward and one backward (C++ on the CPU).
+    ``None`` goes back to the torch modules. Pooling and upsampling stay torch's modules; the state dict does
+    not change.
+
+    On CUDA tensors that require grad ``auto`` takes the pure-torch reference (the Triton kernel has no backward)
+    and logs it as a slow path, so train on a GPU with the torch modules.
+    """
+    for m in module.modules():
+        if isinstance(m, ConvNormAct):
+            m.fused_norm = _norm_backend(m, backend, "fuse_training")
+
+
+def _norm_backend(m: ConvNormAct, backend: str | None, caller: str) -> str | None:
+    if backend is not None and not isinstance(m.norm, (nn.InstanceNorm2d, nn.InstanceNorm3d)):
+        raise ValueError(f"{caller}: only instance norm fuses, got {type(m.norm).__name__}")
+    return backend
 
 
 class StackedConvs(nn.Module):
@@ -194,6 +216,9 @@ class BasicBlockD(nn.Module):
             # dynamic_network_architectures builds the projection without bias whatever conv_bias says
             skip.append(ConvNormAct(ops, cin, cout, ones, ones, act=False, bias=False))
         self.skip: nn.Module = nn.Sequential(*skip) if skip else nn.Identity()
+        # inference only: a backend name runs the skip's average pooling as fastpanc.ops.avg_pool_down in the
+        # input's dtype (see fuse_inference)
+        self.fused_pool: str | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv2.fused_norm is not None:  # conv2's norm, the residual and nonlin2 in one pass
@@ -205,13 +230,14 @@ class BasicBlockD(nn.Module):
         return self.nonlin2(out)
 
     def _fused_skip(self, x: torch.Tensor) -> torch.Tensor:
-        """The skip path with average pooling in ``x``'s own dtype (``fastpanc.ops.avg_pool_down``): torch's
-        CPU pool has no bfloat16 kernel, so autocast would widen the whole block input to float32 for it."""
-        if isinstance(self.skip, nn.Identity):
-            return x
+        """The skip path, with average pooling in ``x``'s own dtype (``fastpanc.ops.avg_pool_down``) when
+        ``fused_pool`` is set: torch's CPU pool has no bfloat16 kernel, so autocast would widen the whole block
+        input to float32 for it."""
+        if self.fused_pool is None or isinstance(self.skip, nn.Identity):
+            return self.skip(x)
         for m in self.skip:
             if isinstance(m, (nn.AvgPool2d, nn.AvgPool3d)):
-                x = avg_pool_down(x, as_tuple(m.stride, x.dim() - 2), backend=self.conv2.fused_norm)
+                x = avg_pool_down(x, as_tuple(m.stride, x.dim() - 2), backend=self.fused_pool)
             else:
                 x = m(x)
         return x

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from fastpanc.model.blocks import OpSpec, ResidualEncoder, UNetDecoder, fuse_inference
+from fastpanc.model.blocks import OpSpec, ResidualEncoder, UNetDecoder, fuse_inference, fuse_training
 from fastpanc.model.heads import HeadConfig, build_head
 from fastpanc.model.plans_arch import ArchConfig, arch_from_plans
 
@@ -212,6 +212,13 @@ class MultitaskResEncUNet(nn.Module):
         (norm + residual + LeakyReLU, skip pooling, decoder upsampling) run by ``backend``, or back to the torch
         modules with ``None``. The weights and the state dict do not change. Returns ``self``."""
         fuse_inference(self, backend)
+        return self
+
+    def fuse_training(self, backend: str | None = "auto") -> MultitaskResEncUNet:
+        """Training on the CPU: every norm (+ residual) + LeakyReLU as ``instance_norm_act`` with its C++ backward
+        (:func:`fastpanc.model.blocks.fuse_training`), or back to the torch modules with ``None``. The weights and
+        the state dict do not change. Returns ``self``."""
+        fuse_training(self, backend)
         return self
 
     def segmentation_state_dict(self) -> dict[str, torch.Tensor]:

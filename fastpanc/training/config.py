@@ -124,6 +124,10 @@ class TrainConfig:
     grad_clip: float = 12.0
     amp_dtype: str | None = "bf16"  # used on a GPU; fp16 adds a GradScaler
     cpu_bf16: bool = False  # bf16 autocast on the CPU
+    # CPU training: each block's instance norm (+ residual) + LeakyReLU as one fastpanc.ops.instance_norm_act pass
+    # with its C++ backward (the same weights and state dict). Not used on CUDA, where the fused op has no
+    # backward (neither CUDA nor Triton): a GPU run trains with torch's modules whatever this says
+    fused_norm: bool = True
     head: str = "attention"
     lambda_cls: float = 0.5
     lambda_warmup_epochs: int = 0  # epochs with classification weight 0 (segmentation first)

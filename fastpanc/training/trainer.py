@@ -155,6 +155,14 @@ class Trainer:
             head_hidden=int(self.plans["fastpanc"].get("head_hidden", 128)),
             deep_supervision=True,
         ).to(self.device)
+        if cfg.fused_norm and self.device.type == "cpu":
+            self.network.fuse_training("auto")
+        elif cfg.fused_norm:
+            log.info(
+                "fused_norm is for CPU training (the fused norm + LeakyReLU has no CUDA/Triton backward); "
+                "this %s run trains with torch's InstanceNorm and LeakyReLU",
+                self.device.type,
+            )
         self.model: torch.nn.Module = self.network
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None

@@ -90,6 +90,73 @@ def test_label_attention_share_of_steps(tiny_preprocessed: Path, tmp_path: Path,
         QUICK.replace(label_attention=1.5)
 
 
+def _step_grads(
+    tr: Trainer, batch: dict, seed: int
+) -> tuple[tuple[float, float, float], dict[str, torch.Tensor]]:
+    torch.manual_seed(seed)  # the head's dropout draws from the global generator
+    losses = tr.train_step(batch, seed=seed)
+    return losses, {n: p.grad.clone() for n, p in tr.network.named_parameters() if p.grad is not None}
+
+
+def _fused_and_plain(preprocessed: Path, tmp_path: Path, cfg: TrainConfig) -> tuple[Trainer, Trainer]:
+    """Two CPU trainers from the same weights: with the fused norm + LeakyReLU (the default) and without."""
+    from fastpanc.model.blocks import ConvNormAct
+
+    fused = Trainer(preprocessed, tmp_path / "fused", cfg, "cpu")
+    plain = Trainer(preprocessed, tmp_path / "plain", cfg.replace(fused_norm=False), "cpu")
+    blocks = [m for m in fused.network.modules() if isinstance(m, ConvNormAct)]
+    assert blocks and all(m.fused_norm == "auto" for m in blocks)
+    assert all(m.fused_norm is None for m in plain.network.modules() if isinstance(m, ConvNormAct))
+    assert list(fused.network.state_dict()) == list(plain.network.state_dict())  # checkpoints do not change
+    plain.network.load_state_dict(fused.network.state_dict())
+    return fused, plain
+
+
+def test_fused_norm_trains_as_the_torch_modules(tiny_preprocessed: Path, tmp_path: Path) -> None:
+    """float32: three CPU steps with the fused norm + LeakyReLU (and its C++ backward) give the losses, gradients
+    and weights of torch's InstanceNorm + LeakyReLU."""
+    fused, plain = _fused_and_plain(tiny_preprocessed, tmp_path, QUICK)
+    batches = [{k: torch.from_numpy(v) for k, v in fused.sampler.sample(0, it).items()} for it in range(3)]
+    for step, batch in enumerate(batches):
+        (f_losses, f_grads), (p_losses, p_grads) = (
+            _step_grads(fused, batch, step),
+            _step_grads(plain, batch, step),
+        )
+        np.testing.assert_allclose(f_losses, p_losses, rtol=1e-4, atol=1e-4)
+        assert f_grads.keys() == p_grads.keys()
+        # relative to each tensor's largest gradient; the convolution biases before an instance norm get none
+        # (the norm removes a per-channel constant), only rounding noise, which counts against the network's
+        # largest gradient
+        floor = 1e-3 * max(float(g.abs().max()) for g in p_grads.values())
+        for name, g in p_grads.items():
+            err = float((f_grads[name] - g).abs().max()) / max(float(g.abs().max()), floor)
+            assert err < 2e-3 * (step + 1), (step, name, err)
+    for (name, a), b in zip(fused.network.state_dict().items(), plain.network.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_fused_norm_with_cpu_bf16_is_as_close_to_float32(tiny_preprocessed: Path, tmp_path: Path) -> None:
+    """bf16 autocast: torch's path normalises in bf16, the fused op in float32 (bf16 in and out), so the two
+    differ by bf16 rounding. Against a float32 step from the same weights, the fused step's loss and gradient
+    are as close as the torch modules' bf16 step."""
+    fused, plain = _fused_and_plain(tiny_preprocessed, tmp_path, QUICK.replace(cpu_bf16=True))
+    exact = Trainer(tiny_preprocessed, tmp_path / "f32", QUICK.replace(fused_norm=False), "cpu")
+    exact.network.load_state_dict(fused.network.state_dict())
+    batch = {k: torch.from_numpy(v) for k, v in fused.sampler.sample(0, 0).items()}
+    (e_losses, e_grads), runs = (
+        _step_grads(exact, batch, 0),
+        [_step_grads(t, batch, 0) for t in (fused, plain)],
+    )
+    want = torch.cat([g.flatten() for g in e_grads.values()])
+    errors = []
+    for losses, grads in runs:
+        np.testing.assert_allclose(losses, e_losses, rtol=3e-2, atol=3e-2)
+        got = torch.cat([grads[n].flatten() for n in e_grads])
+        errors.append(float((got - want).norm() / want.norm()))
+    fused_err, plain_err = errors
+    assert fused_err < 0.1 and fused_err <= 1.5 * plain_err + 1e-3, errors
+
+
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["network_weights"]
 
