@@ -12,4 +12,9 @@ namespace fastpanc::cpu {
 void depth_to_space_cat(std::uintptr_t y, std::uintptr_t skip, std::uintptr_t out, DType dtype, int64_t B,
                         int64_t Co, int64_t Cs, int64_t Z, int64_t Y, int64_t X, int sz, int sy, int sx,
                         std::uintptr_t bias);
+// The same over channels-last data, with the same arithmetic: y (B, Z, Y, X, Co*s), skip (B, Z*sz, Y*sy, X*sx,
+// Cs) and out (B, Z*sz, Y*sy, X*sx, Co + Cs), contiguous.
+void depth_to_space_cat_cl(std::uintptr_t y, std::uintptr_t skip, std::uintptr_t out, DType dtype, int64_t B,
+                           int64_t Co, int64_t Cs, int64_t Z, int64_t Y, int64_t X, int sz, int sy, int sx,
+                           std::uintptr_t bias);
 }  // namespace fastpanc::cpu

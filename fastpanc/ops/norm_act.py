@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from fastpanc.ops import _backend as B
+from fastpanc.ops._layout import channels_last_format
+from fastpanc.ops._norm_act_cl import instance_norm_act_cl
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -170,7 +172,9 @@ def instance_norm_act(
             does not record the call: its backward needs ``x``).
 
     Returns:
-        A contiguous ``(B, C, *S)`` tensor of ``out_dtype`` (``x`` itself when written in place).
+        A contiguous ``(B, C, *S)`` tensor of ``out_dtype`` (``x`` itself when written in place); channels-last
+        when ``x`` is channels-last (``torch.channels_last_3d`` / ``channels_last`` strides) and the ``cpu``
+        backend runs without autograd: its channels-last kernel then reads and writes that layout directly.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"instance_norm_act: expected a torch.Tensor, got {type(x).__name__}")
@@ -221,6 +225,9 @@ def instance_norm_act(
             return x.copy_(y)
         return y
 
+    fmt = channels_last_format(x) if name == "cpu" and not grad else None
+    if fmt is not None:  # an NDHWC convolution output: the channels-last kernel, a channels-last result
+        return instance_norm_act_cl(x, weight, bias, eps, negative_slope, residual, out_dtype, inplace, fmt)
     x = x.contiguous()
     if residual is not None:
         residual = residual.contiguous()

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from fastpanc.ops import _backend as B
+from fastpanc.ops._layout import channels_last_format
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -32,7 +33,9 @@ def avg_pool_down(x: torch.Tensor, stride: Sequence[int], backend: str = "auto")
             tensors ``auto`` takes the reference.
 
     Returns:
-        A contiguous ``(B, C, *(S // stride))`` tensor of ``x``'s dtype.
+        A ``(B, C, *(S // stride))`` tensor of ``x``'s dtype: channels-last when ``x`` is channels-last
+        (``torch.channels_last_3d`` / ``channels_last`` strides; the ``cpu`` backend reads that layout
+        directly), else contiguous.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"avg_pool_down: expected a torch.Tensor, got {type(x).__name__}")
@@ -54,8 +57,23 @@ def avg_pool_down(x: torch.Tensor, stride: Sequence[int], backend: str = "auto")
     )
     if name == "reference":
         return avg_pool_down_reference(x, stride)
+    shape = (*x.shape[:2], *(n // s for n, s in zip(x.shape[2:], stride)))
+    fmt = channels_last_format(x)
+    if fmt is not None:  # (B, *S, C) in memory: the channels-last kernel, a channels-last result
+        out = torch.empty(shape, dtype=x.dtype, memory_format=fmt)
+        if out.numel():
+            B.extension().avg_pool_down_cl_cpu(
+                x.data_ptr(),
+                out.data_ptr(),
+                B.DTYPE_CODES[x.dtype],
+                x.shape[0],
+                x.shape[1],
+                *B.as_zyx(x.shape[2:]),
+                *B.as_zyx(stride),
+            )
+        return out
     x = x.contiguous()
-    out = torch.empty((*x.shape[:2], *(n // s for n, s in zip(x.shape[2:], stride))), dtype=x.dtype)
+    out = torch.empty(shape, dtype=x.dtype)
     if out.numel() == 0:
         return out
     B.extension().avg_pool_down_cpu(

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from fastpanc.ops import _backend as B
+from fastpanc.ops._layout import channels_last_format
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -66,7 +67,9 @@ def depth_to_space_cat(
             takes the reference.
 
     Returns:
-        ``(B, Co + Cs, *(S * stride))`` contiguous, ``y``'s dtype.
+        ``(B, Co + Cs, *(S * stride))`` of ``y``'s dtype: channels-last when ``y`` or ``skip`` is channels-last
+        (``torch.channels_last_3d`` / ``channels_last`` strides; the ``cpu`` backend then reads and writes that
+        layout directly), else contiguous.
     """
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"depth_to_space_cat: expected a torch.Tensor, got {type(y).__name__}")
@@ -109,14 +112,19 @@ def depth_to_space_cat(
     )
     if name == "reference":
         return depth_to_space_cat_reference(y, stride, bias, skip)
-    y = y.contiguous()
-    skip = None if skip is None else skip.contiguous()
+    # channels-last when y (the 1x1 convolution's output) or the skip is: the whole pass in (B, *S, C) memory
+    fmt = channels_last_format(y) or (None if skip is None else channels_last_format(skip))
+    y = y.contiguous() if fmt is None else y.contiguous(memory_format=fmt)
+    skip = None if skip is None else skip.contiguous() if fmt is None else skip.contiguous(memory_format=fmt)
     cs = 0 if skip is None else skip.shape[1]
-    out = torch.empty((y.shape[0], co + cs, *up_shape), dtype=y.dtype)
+    out = torch.empty(
+        (y.shape[0], co + cs, *up_shape), dtype=y.dtype, memory_format=fmt or torch.contiguous_format
+    )
     if out.numel() == 0:
         return out
     b = None if bias is None else bias.detach().float().contiguous()
-    B.extension().depth_to_space_cat_cpu(
+    kernel = B.extension().depth_to_space_cat_cpu if fmt is None else B.extension().depth_to_space_cat_cl_cpu
+    kernel(
         y.data_ptr(),
         0 if skip is None else skip.data_ptr(),
         out.data_ptr(),

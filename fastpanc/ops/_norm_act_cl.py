@@ -1,0 +1,50 @@
+"""The channels-last C++ pass of :func:`fastpanc.ops.instance_norm_act` (inference, CPU)."""
+
+from __future__ import annotations
+
+import torch
+
+from fastpanc.ops import _backend as B
+
+
+def instance_norm_act_cl(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    negative_slope: float | None,
+    residual: torch.Tensor | None,
+    out_dtype: torch.dtype,
+    inplace: bool,
+    fmt: torch.memory_format,
+) -> torch.Tensor:
+    """``instance_norm_act`` of a channels-last ``x`` (``fmt``, checked by the caller), arguments checked there.
+
+    Returns a channels-last tensor of ``out_dtype`` (``x`` itself when written in place)."""
+    if residual is not None:
+        residual = residual.contiguous(memory_format=fmt)
+    if inplace and out_dtype == x.dtype and (residual is None or not B.overlaps(x, residual)):
+        out = x
+    else:
+        out = torch.empty_like(x, dtype=out_dtype, memory_format=fmt)
+    if x.numel() == 0:
+        return out
+    w = None if weight is None else weight.detach().float().contiguous()
+    b = None if bias is None else bias.detach().float().contiguous()
+    B.extension().instance_norm_act_cl_cpu(
+        x.data_ptr(),
+        B.DTYPE_CODES[x.dtype],
+        0 if residual is None else residual.data_ptr(),
+        B.DTYPE_CODES[x.dtype if residual is None else residual.dtype],
+        out.data_ptr(),
+        B.DTYPE_CODES[out_dtype],
+        x.shape[0],
+        x.shape[1],
+        x[0, 0].numel(),  # voxels per (b, c)
+        0 if w is None else w.data_ptr(),
+        0 if b is None else b.data_ptr(),
+        float(eps),
+        negative_slope is not None,
+        float(negative_slope or 0.0),
+    )
+    return out
