@@ -91,6 +91,8 @@ class MultitaskResEncUNet(nn.Module):
         self.num_seg_classes = num_seg_classes
         self.num_subtypes = num_subtypes
         self.deep_supervision = deep_supervision
+        # inference only: every layer runs channels-last (see fuse_inference)
+        self.channels_last = False
         self.encoder = ResidualEncoder(
             ops, num_input_channels, a.features_per_stage, a.kernel_sizes, a.strides, a.n_blocks_per_stage
         )
@@ -184,9 +186,18 @@ class MultitaskResEncUNet(nn.Module):
         """
         self._check_input(x)
         ds = self.deep_supervision if deep_supervision is None else deep_supervision
+        if (
+            self.channels_last
+        ):  # (B, C, *S) in (B, *S, C) memory; the weights were converted by fuse_inference
+            x = x.contiguous(memory_format=self._channels_last_format())
         skips = self.encoder(x)
         seg, dec = self.decoder(skips, ds)
+        if self.channels_last:  # the logits back to contiguous; the head's features stay channels-last
+            seg = [s.contiguous() for s in seg]
         return seg, Features(skips, dec)
+
+    def _channels_last_format(self) -> torch.memory_format:
+        return torch.channels_last_3d if self.arch.dim == 3 else torch.channels_last
 
     def classify(
         self,
@@ -207,11 +218,29 @@ class MultitaskResEncUNet(nn.Module):
         cls_logits = self.classify(feats, seg[0], x, attention) if self.head is not None else None
         return NetOutput(seg=seg, cls=cls_logits)
 
-    def fuse_inference(self, backend: str | None = "auto") -> MultitaskResEncUNet:
+    def fuse_inference(
+        self, backend: str | None = "auto", channels_last: bool = False
+    ) -> MultitaskResEncUNet:
         """Prediction only: switch to the fused inference passes of :func:`fastpanc.model.blocks.fuse_inference`
         (norm + residual + LeakyReLU, skip pooling, decoder upsampling) run by ``backend``, or back to the torch
-        modules with ``None``. The weights and the state dict do not change. Returns ``self``."""
+        modules with ``None``. The weights' values and the state dict's keys do not change. Returns ``self``.
+
+        ``channels_last``: run every layer channels-last (NDHWC, ``torch.channels_last_3d``; NHWC in 2D). The
+        convolution weights are converted here, each input on entry to :meth:`forward_features`, and the
+        segmentation logits back to contiguous ``(B, C, *S)`` on exit (the head's features stay channels-last:
+        its ops take either layout). oneDNN's CPU convolutions run faster on that layout, and the fused passes
+        have channels-last kernels (torch's instance norm is slow on it, so this needs a ``backend``). The logits
+        equal the contiguous fused path's to float32 rounding (benchmarks/RESULTS.md has the timings).
+        """
+        if channels_last and backend is None:
+            raise ValueError(
+                "fuse_inference: channels_last=True needs a backend for the fused passes (torch's instance norm "
+                "is slow on channels-last tensors), got backend=None"
+            )
         fuse_inference(self, backend)
+        if channels_last or self.channels_last:
+            self.to(memory_format=self._channels_last_format() if channels_last else torch.contiguous_format)
+        self.channels_last = channels_last
         return self
 
     def fuse_training(self, backend: str | None = "auto") -> MultitaskResEncUNet:

@@ -9,6 +9,7 @@ import torch
 
 from fastpanc.data.plan_rules import resenc_architecture
 from fastpanc.model import ArchConfig, HeadConfig, MultitaskResEncUNet, arch_from_plans
+from fastpanc.model.blocks import BasicBlockD
 from fastpanc.model.losses import LossConfig, MultitaskLoss
 from fastpanc.ops import BackendUnavailableError
 
@@ -218,6 +219,62 @@ def test_fused_inference_act_gives_the_same_outputs(name: str, size: tuple[int, 
     with torch.inference_mode():
         again = net(x)
     assert all(torch.equal(a, w) for a, w in zip(again.seg, want.seg))
+
+
+@pytest.mark.parametrize(
+    ("name", "size"), [("iso3d", (16, 16, 24)), ("aniso3d", (8, 24, 32)), ("plain2d", (20, 12))]
+)
+def test_channels_last_fused_inference_matches_contiguous(name: str, size: tuple[int, ...]) -> None:
+    """Every layer runs channels-last; the logits equal the contiguous fused path's to float32 rounding and
+    come back contiguous."""
+    net = _randomised(_net(name, head="attention"))
+    keys = set(net.state_dict())
+    x = torch.randn(2, 1, *size)
+    fmt = torch.channels_last_3d if len(size) == 3 else torch.channels_last
+    layouts: list[bool] = []
+
+    def record(module, args, out):
+        layouts.append(out.is_contiguous(memory_format=fmt) and not out.is_contiguous())
+
+    with torch.inference_mode():
+        want = net.fuse_inference("cpu")(x)
+        net.fuse_inference("cpu", channels_last=True)
+        hooks = [
+            m.register_forward_hook(record)
+            for m in net.decoder.modules()  # the encoder's modules and the decoder's own
+            # not the 1x1 convolutions: on one thread torch runs them through its own path, which writes
+            # contiguous outputs (the next fused pass takes either layout)
+            if isinstance(m, BasicBlockD)
+            or (isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)) and max(m.kernel_size) > 1)
+        ]
+        got = net(x)
+        for h in hooks:
+            h.remove()
+    assert len(layouts) > 10 and all(layouts)  # every convolution and every residual block's output
+    assert set(net.state_dict()) == keys
+    assert all(s.is_contiguous() for s in got.seg)
+    for w, g in zip(want.seg, got.seg):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.cls, want.cls, rtol=1e-5, atol=1e-5)
+    net.fuse_inference("cpu")  # back to contiguous weights: the contiguous path's outputs again
+    assert all(p.is_contiguous() for p in net.parameters())
+    with torch.inference_mode():
+        again = net(x)
+    assert all(torch.equal(a, w) for a, w in zip(again.seg, want.seg))
+    with pytest.raises(ValueError, match="needs a backend"):
+        net.fuse_inference(None, channels_last=True)
+
+
+def test_channels_last_under_bf16_autocast() -> None:
+    net = _randomised(_net("aniso3d", num_subtypes=0))
+    x = torch.randn(1, 1, 8, 24, 32)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want = net.fuse_inference("cpu")(x).seg[0].float()
+        got = net.fuse_inference("cpu", channels_last=True)(x).seg[0]
+    assert got.dtype == torch.bfloat16 and got.is_contiguous()
+    scale = want.abs().max().item()
+    assert (got.float() - want).abs().max().item() <= 0.05 * scale
+    assert (got.float().argmax(1) == want.argmax(1)).float().mean().item() >= 0.97
 
 
 def test_fused_inference_act_under_bf16_autocast() -> None:
