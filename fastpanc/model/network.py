@@ -186,9 +186,8 @@ class MultitaskResEncUNet(nn.Module):
         """
         self._check_input(x)
         ds = self.deep_supervision if deep_supervision is None else deep_supervision
-        if (
-            self.channels_last
-        ):  # (B, C, *S) in (B, *S, C) memory; the weights were converted by fuse_inference
+        if self.channels_last:
+            # (B, C, *S) in (B, *S, C) memory; the weights were converted by fuse_inference
             x = x.contiguous(memory_format=self._channels_last_format())
         skips = self.encoder(x)
         seg, dec = self.decoder(skips, ds)
