@@ -9,7 +9,11 @@ mode; bf16 rows under CPU autocast, as fastpanc's fast mode):
 - ``kernel_upsample_cat_*``: ``ConvTranspose3d(64 -> 32, kernel = stride = 1 x 2 x 2)`` then ``torch.cat`` with the
   skip, against the 1x1 convolution plus ``depth_to_space_cat``;
 - ``kernel_avg_pool_bf16``: the strided skip's ``AvgPool3d(1 x 2 x 2)`` of a bf16 block input under autocast,
-  against ``avg_pool_down``.
+  against ``avg_pool_down``;
+- ``kernel_norm_act_train_*`` (training): the end of a residual block, ``InstanceNorm3d(affine) -> + residual ->
+  LeakyReLU(inplace)``, forward and backward (gradients of the input, the residual, weight and bias) on
+  2 x 32 x 32 x 64 x 96 (a batch of two, half a ResEnc M patch along each axis), against ``instance_norm_act``
+  with autograd (its C++ forward and backward).
 
 Each side gets a fresh input every call (made outside the timed region), the calls alternate, the minimum of
 5 rounds after a warm-up is recorded.
@@ -37,6 +41,7 @@ from fastpanc.ops import (  # noqa: E402
     avg_pool_down,
     depth_to_space_cat,
     instance_norm_act,
+    instance_norm_act_reference,
     transposed_conv_as_1x1_weight,
 )
 
@@ -165,3 +170,59 @@ def test_avg_pool_bf16(benchmark):
     results = _paired([(modules, lambda: None), (fused, lambda: None)])
     extra = {"shape": list(x.shape), "dtype": "bfloat16", "max_abs_diff": max_diff}
     _record("kernel_avg_pool_bf16", results, extra, benchmark, fused, lambda: None)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_norm_act_train(benchmark, precision):
+    _skip_without_bf16(precision)
+    torch.manual_seed(0)
+    norm = torch.nn.InstanceNorm3d(32, eps=1e-5, affine=True)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.2, 0.2)
+    shape = (2, 32, 32, 64, 96)
+    dtype = _dtype(precision)
+    src, res, grad = (torch.randn(shape).to(dtype) for _ in range(3))
+
+    def setup():
+        norm.weight.grad = norm.bias.grad = None
+        return src.clone().requires_grad_(), res.clone().requires_grad_()
+
+    def modules(args):
+        x, r = args
+        with _ctx(precision):
+            y = torch.nn.functional.leaky_relu(norm(x) + r, 0.01, inplace=True)
+        y.backward(grad.to(y.dtype))
+        return y, x.grad, r.grad, norm.weight.grad, norm.bias.grad
+
+    def fused(args):
+        x, r = args
+        y = instance_norm_act(x, norm.weight, norm.bias, norm.eps, 0.01, r)
+        y.backward(grad.to(y.dtype))
+        return y, x.grad, r.grad, norm.weight.grad, norm.bias.grad
+
+    def exact(args):  # the definition: float32 arithmetic on the same inputs, float32 result
+        x, r = args
+        y = instance_norm_act_reference(x, norm.weight, norm.bias, norm.eps, 0.01, r, torch.float32)
+        y.backward(grad.float())
+        return y, x.grad, r.grad, norm.weight.grad, norm.bias.grad
+
+    def rel_err(got, want):
+        """The largest relative L2 error of the output and the gradients (in bf16 a LeakyReLU mask bit flips
+        wherever two computations round a value near 0 differently, which a largest-entry error would count
+        as a whole gradient value)."""
+        return max(float((a.float() - b.float()).norm() / b.float().norm()) for a, b in zip(got, want))
+
+    want = exact(setup())
+    err_fused, err_modules = rel_err(fused(setup()), want), rel_err(modules(setup()), want)
+    # bf16: torch's modules under autocast normalise and add in bf16, the fused op in float32
+    assert err_fused <= (1e-5 if precision == "float32" else 1e-2), err_fused
+    results = _paired([(modules, setup), (fused, setup)])
+    extra = {
+        "shape": list(shape),
+        "dtype": precision,
+        "pass": "forward + backward",
+        "relative_l2_error_fastpanc": err_fused,
+        "relative_l2_error_torch_modules": err_modules,
+    }
+    _record(f"kernel_norm_act_train_{precision}", results, extra, benchmark, fused, setup)

@@ -7,8 +7,10 @@ is timed on batches whose deep-supervision targets were made beforehand (its dat
 processes, with its augmentation). fastpanc's timed step does more: the on-device augmentation (all of nnU-Net's
 default transforms) and the deep-supervision targets happen inside it, and the network carries the subtype head.
 
-On the CPU a fourth step is timed: fastpanc's with bf16 autocast (``cpu_bf16``; nnU-Net has no such option and
-trains in float32 there). The recorded ratio stays the float32 one; the bf16 rate is listed beside it.
+On the CPU two more steps are timed: fastpanc's with bf16 autocast (``cpu_bf16``; nnU-Net has no such option and
+trains in float32 there), and fastpanc's float32 step with torch's InstanceNorm + LeakyReLU modules instead of the
+fused ``instance_norm_act`` and its C++ backward (``fused_norm=False``; the fused path is the CPU default). The
+recorded ratio stays the float32 one with the defaults; the other rates are listed beside it.
 
 The data side is measured too: the batches per second the patch sampler makes from memory-mapped cases, which
 must exceed the training iterations per second (the loader runs ahead in background threads).
@@ -239,10 +241,15 @@ def test_train_throughput(device: str, tmp_path: Path) -> None:
         bf16.network.load_state_dict(tr.network.state_dict())
         steps.append(lambda i: bf16.train_step(tensors[i], seed=i))
         trainers.append(bf16)
+        torch_norm = Trainer(pre, tmp_path / "model_torch_norm", cfg.replace(fused_norm=False), dev)
+        torch_norm.network.load_state_dict(tr.network.state_dict())
+        steps.append(lambda i: torch_norm.train_step(tensors[i], seed=i))
+        trainers.append(torch_norm)
     nn_tr.network.train()
     for t in trainers:
         t.model.train()
-    t_nnunet, t_fast, t_fast_noaug, *t_bf16 = interleaved(steps, rounds, warmup, sync)
+    t_nnunet, t_fast, t_fast_noaug, *t_cpu = interleaved(steps, rounds, warmup, sync)
+    t_bf16, t_torch_norm = t_cpu or (None, None)
 
     sampler = PatchSampler([load_case(pre, f"case_{i}") for i in range(5)], tr.patch_size, tr.batch_size)
     (t_data,) = interleaved([lambda i: sampler.sample(1, i)], rounds, 1, False)
@@ -256,7 +263,9 @@ def test_train_throughput(device: str, tmp_path: Path) -> None:
         "nnunet_it_per_s": 1 / nn_s,
         "fastpanc_it_per_s": 1 / fp_s,
         "fastpanc_no_augmentation_it_per_s": 1 / statistics.median(t_fast_noaug),
-        "fastpanc_cpu_bf16_it_per_s": 1 / statistics.median(t_bf16[0]) if t_bf16 else None,
+        "fastpanc_cpu_bf16_it_per_s": 1 / statistics.median(t_bf16) if t_bf16 else None,
+        "fastpanc_torch_norm_it_per_s": 1 / statistics.median(t_torch_norm) if t_torch_norm else None,
+        "fused_norm": tr.config.fused_norm and dev.type == "cpu",
         "sampler_batches_per_s": 1 / statistics.median(t_data),
         "features_per_stage": plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"][
             "features_per_stage"
