@@ -15,6 +15,10 @@ mode; bf16 rows under CPU autocast, as fastpanc's fast mode):
   2 x 32 x 32 x 64 x 96 (a batch of two, half a ResEnc M patch along each axis), against ``instance_norm_act``
   with autograd (its C++ forward and backward).
 
+The ``*_cl_*`` rows time the channels-last kernels (the layout of ``fuse_inference(..., channels_last=True)``) on
+channels-last copies of the same data against the same nnU-Net baseline (its contiguous modules), and also
+record torch's modules on the channels-last tensors and fastpanc's contiguous kernels in the same rounds.
+
 Each side gets a fresh input every call (made outside the timed region), the calls alternate, the minimum of
 5 rounds after a warm-up is recorded.
 
@@ -170,6 +174,148 @@ def test_avg_pool_bf16(benchmark):
     results = _paired([(modules, lambda: None), (fused, lambda: None)])
     extra = {"shape": list(x.shape), "dtype": "bfloat16", "max_abs_diff": max_diff}
     _record("kernel_avg_pool_bf16", results, extra, benchmark, fused, lambda: None)
+
+
+CL = torch.channels_last_3d
+
+
+def _record_layouts(name, results, labels, extra, benchmark, fn, setup):
+    """Record results[0] (nnU-Net) against results[1] (channels-last fastpanc); the rest go into ``extra``."""
+    for label, (t_min, t_med) in zip(labels, results[2:]):
+        extra[f"{label}_s"] = t_min
+        extra[f"{label}_median_s"] = t_med
+        print(
+            f"[{name}] {label}: {t_min:.4f} s ({t_min / results[1][0]:.2f}x the channels-last kernel)",
+            file=sys.stderr,
+        )
+    _record(name, results[:2], extra, benchmark, fn, setup)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_norm_act_channels_last(benchmark, precision):
+    _skip_without_bf16(precision)
+    norm = torch.nn.InstanceNorm3d(32, eps=1e-5, affine=True).eval()
+    act = torch.nn.LeakyReLU(0.01, inplace=True)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.2, 0.2)
+    src = torch.randn(1, 32, *WINDOW).to(_dtype(precision))
+    src_cl = src.contiguous(memory_format=CL)
+
+    def modules(y):
+        with torch.inference_mode(), _ctx(precision):
+            return act(norm(y))
+
+    def fused(y):
+        with torch.inference_mode():
+            return instance_norm_act(y, norm.weight, norm.bias, norm.eps, 0.01, inplace=True)
+
+    def clone_cl():
+        return src_cl.clone(memory_format=CL)
+
+    want, got = modules(src.clone()).float(), fused(clone_cl()).float()
+    assert got.is_contiguous(memory_format=CL)
+    max_diff = float((want - got).abs().max())
+    assert max_diff <= (1e-4 if precision == "float32" else 0.05)
+    results = _paired([(modules, src.clone), (fused, clone_cl), (modules, clone_cl), (fused, src.clone)])
+    extra = {
+        "shape": list(src.shape),
+        "dtype": precision,
+        "layout": "channels_last_3d",
+        "max_abs_diff": max_diff,
+    }
+    labels = ["torch_modules_channels_last", "fastpanc_contiguous"]
+    _record_layouts(f"kernel_norm_act_cl_{precision}", results, labels, extra, benchmark, fused, clone_cl)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_upsample_cat_channels_last(benchmark, precision):
+    _skip_without_bf16(precision)
+    torch.manual_seed(0)
+    stride = (1, 2, 2)
+    tconv = torch.nn.ConvTranspose3d(64, 32, stride, stride).eval()
+    low = tuple(n // s for n, s in zip(WINDOW, stride))
+    x = torch.randn(1, 64, *low).to(_dtype(precision))
+    skip = torch.randn(1, 32, *WINDOW).to(_dtype(precision))
+    x_cl, skip_cl = x.contiguous(memory_format=CL), skip.contiguous(memory_format=CL)
+    w_cl = transposed_conv_as_1x1_weight(tconv.weight).contiguous(memory_format=CL)
+
+    def modules(_):
+        with torch.inference_mode(), _ctx(precision):
+            return torch.cat((tconv(x), skip), 1)
+
+    def fused_cl(_):
+        with torch.inference_mode(), _ctx(precision):
+            y = F.conv3d(x_cl, w_cl)
+            return depth_to_space_cat(y, stride, tconv.bias, skip_cl)
+
+    def fused(_):
+        with torch.inference_mode(), _ctx(precision):
+            y = F.conv3d(x, transposed_conv_as_1x1_weight(tconv.weight))
+            return depth_to_space_cat(y, stride, tconv.bias, skip)
+
+    want, got = modules(None).float(), fused_cl(None)
+    assert got.is_contiguous(memory_format=CL)
+    max_diff = float((want - got.float()).abs().max())
+    assert max_diff <= (1e-4 if precision == "float32" else 0.1)
+    results = _paired([(modules, lambda: None), (fused_cl, lambda: None), (fused, lambda: None)])
+    extra = {
+        "input": list(x.shape),
+        "skip": list(skip.shape),
+        "dtype": precision,
+        "layout": "channels_last_3d",
+        "max_abs_diff": max_diff,
+    }
+    _record_layouts(
+        f"kernel_upsample_cat_cl_{precision}",
+        results,
+        ["fastpanc_contiguous"],
+        extra,
+        benchmark,
+        fused_cl,
+        lambda: None,
+    )
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_avg_pool_channels_last(benchmark, precision):
+    _skip_without_bf16(precision)
+    pool = torch.nn.AvgPool3d((1, 2, 2), (1, 2, 2))
+    x = torch.randn(1, 32, *WINDOW).to(_dtype(precision))
+    x_cl = x.contiguous(memory_format=CL)
+
+    def modules(_):
+        with torch.inference_mode(), _ctx(precision):
+            return pool(x)
+
+    def fused_cl(_):
+        with torch.inference_mode():
+            return avg_pool_down(x_cl, (1, 2, 2))
+
+    def fused(_):
+        with torch.inference_mode():
+            return avg_pool_down(x, (1, 2, 2))
+
+    got = fused_cl(None)
+    assert got.is_contiguous(memory_format=CL)
+    max_diff = float((modules(None).float() - got.float()).abs().max())
+    assert max_diff <= (1e-5 if precision == "float32" else 0.02)
+    results = _paired([(modules, lambda: None), (fused_cl, lambda: None), (fused, lambda: None)])
+    extra = {
+        "shape": list(x.shape),
+        "dtype": precision,
+        "layout": "channels_last_3d",
+        "max_abs_diff": max_diff,
+    }
+    _record_layouts(
+        f"kernel_avg_pool_cl_{precision}",
+        results,
+        ["fastpanc_contiguous"],
+        extra,
+        benchmark,
+        fused_cl,
+        lambda: None,
+    )
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])

@@ -7,13 +7,16 @@ plans (``../shared/data/real/plans``), seeded random weights, eval mode, no deep
 skips pooled in the activations' dtype, upsampling as a 1x1 convolution + ``depth_to_space_cat``), as
 ``fastpanc-predict`` runs it on a CPU. With a GPU a third case runs both on CUDA in float16 autocast. One window of the plans'
 patch (64 x 128 x 192), float32 (exact mode) and bfloat16 autocast (fast mode; the same autocast for both).
-Label agreement is the argmax of the two outputs compared voxel by voxel.
+Label agreement is the argmax of the two outputs compared voxel by voxel. The ``channels_last`` rows run fastpanc's
+network with ``fuse_inference("auto", channels_last=True)`` (every layer NDHWC) and time the contiguous fused
+network in the same interleaved rounds, so the row also holds the channels-last / contiguous ratio.
 
     pytest benchmarks/bench_network.py --benchmark-enable -s
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 import sys
@@ -59,10 +62,16 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 
 
 @pytest.mark.parametrize(
-    ("device", "precision"),
-    [("cpu", "float32"), ("cpu", "bfloat16"), pytest.param("cuda", "float16", marks=CUDA)],
+    ("device", "precision", "layout"),
+    [
+        ("cpu", "float32", "contiguous"),
+        ("cpu", "bfloat16", "contiguous"),
+        ("cpu", "float32", "channels_last"),
+        ("cpu", "bfloat16", "channels_last"),
+        pytest.param("cuda", "float16", "contiguous", marks=CUDA),
+    ],
 )
-def test_network_forward_vs_nnunet(benchmark, shared_data, device, precision):
+def test_network_forward_vs_nnunet(benchmark, shared_data, device, precision, layout):
     """On CUDA: float16 autocast as nnU-Net predicts there, fastpanc's norm pass in Triton (not yet the
     predictor's GPU default; this benchmark decides it)."""
     pytest.importorskip("nnunetv2", reason="nnunetv2 is the baseline")
@@ -73,6 +82,10 @@ def test_network_forward_vs_nnunet(benchmark, shared_data, device, precision):
             pytest.skip("this CPU has no native bfloat16 (AVX512-BF16/AMX)")
     ref, ours, patch = _nets(shared_data)
     ref, ours = ref.to(device), ours.to(device)
+    contiguous = None
+    if layout == "channels_last":
+        contiguous = ours
+        ours = copy.deepcopy(ours).fuse_inference("auto", channels_last=True)
     x = torch.randn(1, 1, *patch, generator=torch.Generator().manual_seed(1)).to(device)
     dtype = getattr(torch, precision)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -92,18 +105,37 @@ def test_network_forward_vs_nnunet(benchmark, shared_data, device, precision):
         sync()
         return out
 
+    def run_contiguous():
+        with torch.inference_mode(), ctx():
+            return contiguous(x).seg[0]
+
     want, got = run_ref().float(), run_ours().float()  # also the warm-up (oneDNN primitive creation)
     agree = float((want.argmax(1) == got.argmax(1)).float().mean())
     max_diff = float((want - got).abs().max())
-    base, fast = [], []
+    base, fast, cont = [], [], []
+    sides = [(run_ref, base), (run_ours, fast)]
+    layout_extra = {}
+    if contiguous is not None:
+        got_contiguous = run_contiguous().float()
+        layout_extra["max_abs_logit_diff_to_contiguous_fused"] = float((got - got_contiguous).abs().max())
+        sides.append((run_contiguous, cont))
     rounds = 20 if device == "cuda" else ROUNDS
     for _ in range(rounds):  # interleaved, so that load changes hit both sides alike
-        for fn, times in ((run_ref, base), (run_ours, fast)):
+        for fn, times in sides:
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
+    if cont:
+        layout_extra["contiguous_fused_s"] = min(cont)
+        layout_extra["contiguous_fused_median_s"] = statistics.median(cont)
+        layout_extra["contiguous_over_channels_last"] = min(cont) / min(fast)
+        print(
+            f"[network {precision}] contiguous fused {min(cont):.3f} s, channels-last {min(fast):.3f} s: "
+            f"{min(cont) / min(fast):.3f}x; max |logit diff| {layout_extra['max_abs_logit_diff_to_contiguous_fused']:.2e}",
+            file=sys.stderr,
+        )
     record(
-        f"network_forward_{precision}",
+        f"network_forward_{precision}" + ("_channels_last" if layout == "channels_last" else ""),
         min(base),
         min(fast),
         COMMAND,
@@ -116,6 +148,7 @@ def test_network_forward_vs_nnunet(benchmark, shared_data, device, precision):
             "label_agreement_with_nnunet": agree,
             "max_abs_logit_diff": max_diff,
             "threads": torch.get_num_threads(),
+            **layout_extra,
         },
     )
     assert agree >= (0.999 if precision == "float32" else 0.99)
