@@ -34,7 +34,10 @@ class PredictConfig:
     ``fastpanc.ops.instance_norm_act`` pass, strided skips pool in the activations' own dtype
     (``avg_pool_down``) and the decoder upsamples with a 1x1 convolution plus ``depth_to_space_cat``, for
     fastpanc networks and nnU-Net ResEnc folders. The statistics are summed in another order than torch's,
-    so float32 logits differ by about 1e-5.
+    so float32 logits differ by about 1e-5. ``channels_last`` (default: wherever ``fused_inference`` is on;
+    it needs it): with the fused passes every layer runs channels-last (NDHWC), where oneDNN's convolutions
+    are faster and the fused passes have their own kernels (``MultitaskResEncUNet.fuse_inference``); the
+    logits equal the contiguous fused path's to float32 rounding.
     """
 
     mode: str = "exact"
@@ -50,6 +53,7 @@ class PredictConfig:
     configuration: str = "3d_fullres"
     subtype_from: str = "lesion_window"
     fused_inference: bool | None = None
+    channels_last: bool | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -66,6 +70,11 @@ class PredictConfig:
             raise ValueError(f"subtype_from must be one of {SUBTYPE_SOURCES}, got {self.subtype_from!r}")
         if self.roi_margin_mm < 0:
             raise ValueError(f"roi_margin_mm must be >= 0, got {self.roi_margin_mm}")
+        if self.channels_last and self.fused_inference is False:
+            raise ValueError(
+                "channels_last=True needs the fused passes (torch's instance norm is slow on channels-last "
+                "tensors), got fused_inference=False; leave channels_last unset or set fused_inference=True"
+            )
 
     def resolved(self, device_type: str = "cpu") -> PredictConfig:
         """A copy with every ``None`` replaced by the mode's value on a ``device_type`` (cpu or cuda) device."""
@@ -84,6 +93,15 @@ class PredictConfig:
             if self.fused_inference is None
             else self.fused_inference,
         }
+        # with the fused passes wherever they run, unless asked otherwise
+        values["channels_last"] = (
+            values["fused_inference"] if self.channels_last is None else self.channels_last
+        )
+        if values["channels_last"] and not values["fused_inference"]:
+            raise ValueError(
+                f"channels_last=True needs the fused passes, which are off by default on {device_type}; "
+                "set fused_inference=True as well"
+            )
         return dataclasses.replace(self, **values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -99,7 +99,7 @@ class Predictor:
             net.load_state_dict(state)
             if self.config.fused_inference:
                 if hasattr(net, "fuse_inference"):
-                    net.fuse_inference("auto")
+                    net.fuse_inference("auto", channels_last=bool(self.config.channels_last))
                 elif asked.fused_inference:
                     raise ValueError(
                         f"fused_inference asked for, but {type(net).__name__} (from {self.model.path}) is not a network "

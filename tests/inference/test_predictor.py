@@ -194,3 +194,33 @@ def test_fused_inference_passes_give_the_same_masks(nnunet_model, fastpanc_model
             )
     assert PredictConfig().resolved("cuda").fused_inference is False
     assert PredictConfig().resolved("cpu").fused_inference is True
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_channels_last_gives_the_same_masks(nnunet_model, fastpanc_model, builders, mode):
+    """The CPU default (every layer channels-last) against the contiguous fused network: the same masks."""
+    image = builders.synthetic_ct((16, 30, 34), seed=7)
+    spacing = (2.5, 0.9, 0.8)
+    for folder in (nnunet_model, fastpanc_model):
+        cl = fastpanc.Predictor(folder, device="cpu", config=PredictConfig(mode=mode, tta=False))
+        contiguous = fastpanc.Predictor(
+            folder, device="cpu", config=PredictConfig(mode=mode, tta=False, channels_last=False)
+        )
+        assert cl.config.channels_last and cl.networks[0].channels_last
+        assert contiguous.config.fused_inference and not contiguous.networks[0].channels_last
+        a, b = cl.predict_array(image, spacing), contiguous.predict_array(image, spacing)
+        if mode == "exact":  # float32: the same logits to rounding
+            np.testing.assert_array_equal(a.labels, b.labels)
+        else:  # bf16 autocast: the convolutions round in other places
+            assert (a.labels == b.labels).mean() >= 0.99
+        if a.subtype_probs is not None:
+            np.testing.assert_allclose(
+                a.subtype_probs, b.subtype_probs, atol=1e-4 if mode == "exact" else 0.05
+            )
+    assert PredictConfig().resolved("cuda").channels_last is False
+    assert PredictConfig().resolved("cpu").channels_last is True
+    assert PredictConfig(fused_inference=False).resolved("cpu").channels_last is False
+    with pytest.raises(ValueError, match="needs the fused passes"):
+        PredictConfig(channels_last=True, fused_inference=False)
+    with pytest.raises(ValueError, match="needs the fused passes"):
+        PredictConfig(channels_last=True).resolved("cuda")
