@@ -30,7 +30,9 @@ from bench_train_throughput import small_plans, write_cases  # noqa: E402
 from fastpanc.training.config import TrainConfig  # noqa: E402
 from fastpanc.training.trainer import Trainer  # noqa: E402
 
-# (group, profiler event names); inclusive CPU time of each event, summed over the profiled steps
+# (group, profiler event names); inclusive CPU time of each event, summed over the profiled steps. torch's
+# instance norm returns a view of its batch-norm output, so the in-place LeakyReLU on it records CopySlices (which
+# runs LeakyReluBackward1 inside it) and an AsStridedBackward0 for the view: both are part of the LeakyReLU backward.
 GROUPS = {
     "instance norm forward": ["aten::instance_norm"],
     "instance norm backward": ["autograd::engine::evaluate_function: NativeBatchNormBackward0"],
@@ -38,6 +40,8 @@ GROUPS = {
     "LeakyReLU backward": [
         "autograd::engine::evaluate_function: LeakyReluBackward1",
         "autograd::engine::evaluate_function: LeakyReluBackward0",
+        "autograd::engine::evaluate_function: torch::autograd::CopySlices",
+        "autograd::engine::evaluate_function: AsStridedBackward0",
     ],
     "fused norm + act forward": ["_InstanceNormAct"],
     "fused norm + act backward": ["autograd::engine::evaluate_function: _InstanceNormActBackward"],
