@@ -108,6 +108,10 @@ class ConvNormAct(nn.Module):
         # a backend name ("auto", "cpu", ...) runs norm and nonlinearity as one fastpanc.ops.instance_norm_act
         # pass over the convolution output (see fuse_inference and fuse_training)
         self.fused_norm: str | None = None
+        # inference, set by MultitaskResEncUNet.fuse_inference(channels_last=True): the layout the fused pass
+        # takes when the convolution did not write it (torch runs small and one-channel convolutions through a
+        # path that writes contiguous outputs); converting here costs one copy, the next layer would make two
+        self.fused_format: torch.memory_format | None = None
 
     def norm_act(
         self, y: torch.Tensor, residual: torch.Tensor | None = None, slope: float | None = None
@@ -130,7 +134,10 @@ class ConvNormAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused_norm is not None:
-            return self.norm_act(self.conv(x))
+            y = self.conv(x)
+            if self.fused_format is not None and not y.is_contiguous(memory_format=self.fused_format):
+                y = y.contiguous(memory_format=self.fused_format)
+            return self.norm_act(y)
         return self.all_modules(x)
 
 

@@ -13,7 +13,14 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from fastpanc.model.blocks import OpSpec, ResidualEncoder, UNetDecoder, fuse_inference, fuse_training
+from fastpanc.model.blocks import (
+    ConvNormAct,
+    OpSpec,
+    ResidualEncoder,
+    UNetDecoder,
+    fuse_inference,
+    fuse_training,
+)
 from fastpanc.model.heads import HeadConfig, build_head
 from fastpanc.model.plans_arch import ArchConfig, arch_from_plans
 
@@ -237,6 +244,9 @@ class MultitaskResEncUNet(nn.Module):
                 "is slow on channels-last tensors), got backend=None"
             )
         fuse_inference(self, backend)
+        for m in self.modules():
+            if isinstance(m, ConvNormAct):
+                m.fused_format = self._channels_last_format() if channels_last else None
         if channels_last or self.channels_last:
             self.to(memory_format=self._channels_last_format() if channels_last else torch.contiguous_format)
         self.channels_last = channels_last

@@ -9,7 +9,7 @@ import torch
 
 from fastpanc.data.plan_rules import resenc_architecture
 from fastpanc.model import ArchConfig, HeadConfig, MultitaskResEncUNet, arch_from_plans
-from fastpanc.model.blocks import BasicBlockD
+from fastpanc.model.blocks import BasicBlockD, ConvNormAct
 from fastpanc.model.losses import LossConfig, MultitaskLoss
 from fastpanc.ops import BackendUnavailableError
 
@@ -244,13 +244,13 @@ def test_channels_last_fused_inference_matches_contiguous(name: str, size: tuple
             for m in net.decoder.modules()  # the encoder's modules and the decoder's own
             # not the 1x1 convolutions: on one thread torch runs them through its own path, which writes
             # contiguous outputs (the next fused pass takes either layout)
-            if isinstance(m, BasicBlockD)
+            if isinstance(m, (BasicBlockD, ConvNormAct))
             or (isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)) and max(m.kernel_size) > 1)
         ]
         got = net(x)
         for h in hooks:
             h.remove()
-    assert len(layouts) > 10 and all(layouts)  # every convolution and every residual block's output
+    assert len(layouts) > 10 and all(layouts)  # every convolution, conv block and residual block's output
     assert set(net.state_dict()) == keys
     assert all(s.is_contiguous() for s in got.seg)
     for w, g in zip(want.seg, got.seg):
