@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastpanc.model.pointwise import POINTWISE
 from fastpanc.ops.norm_act import instance_norm_act
 from fastpanc.ops.pool import avg_pool_down
 from fastpanc.ops.upsample import depth_to_space_cat, transposed_conv_as_1x1_weight
@@ -53,7 +54,10 @@ class OpSpec:
     def conv(
         self, cin: int, cout: int, kernel: Sequence[int], stride: Sequence[int], bias: bool
     ) -> nn.Module:
-        """A 'same'-padded convolution as dynamic_network_architectures builds it."""
+        """A 'same'-padded convolution as dynamic_network_architectures builds it (1x1, stride 1: as a matrix
+        product on the CPU, :mod:`fastpanc.model.pointwise`)."""
+        if all(k == 1 for k in kernel) and all(s == 1 for s in stride):
+            return POINTWISE[self.dim](cin, cout, bias=bias)
         return _CONV[self.dim](
             cin,
             cout,
@@ -342,7 +346,7 @@ class UNetDecoder(nn.Module):
                     (1,) * ops.dim,
                 )
             )
-            seg_layers.append(_CONV[ops.dim](skip, num_classes, 1, 1, 0, bias=True))
+            seg_layers.append(POINTWISE[ops.dim](skip, num_classes, bias=True))
         self.stages = nn.ModuleList(stages)
         self.transpconvs = nn.ModuleList(transpconvs)
         self.seg_layers = nn.ModuleList(seg_layers)
