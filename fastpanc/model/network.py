@@ -244,20 +244,36 @@ class MultitaskResEncUNet(nn.Module):
                 "is slow on channels-last tensors), got backend=None"
             )
         fuse_inference(self, backend)
+        self._set_channels_last(channels_last)
+        return self
+
+    def fuse_training(self, backend: str | None = "auto", channels_last: bool = False) -> MultitaskResEncUNet:
+        """Training on the CPU: every norm (+ residual) + LeakyReLU as ``instance_norm_act`` with its C++ backward
+        (:func:`fastpanc.model.blocks.fuse_training`), or back to the torch modules with ``None``. The weights'
+        values and the state dict's keys do not change. Returns ``self``.
+
+        ``channels_last``: train every layer channels-last, as :meth:`fuse_inference` predicts: the weights are
+        converted here, each input on entry and the segmentation logits back to contiguous on exit. oneDNN's
+        CPU convolutions, and above all their backward at few channels, run much faster on that layout, and the
+        fused norm has channels-last forward and backward kernels (benchmarks/RESULTS.md, training section).
+        """
+        if channels_last and backend is None:
+            raise ValueError(
+                "fuse_training: channels_last=True needs a backend for the fused norm (torch's instance norm is "
+                "slow on channels-last tensors), got backend=None"
+            )
+        fuse_training(self, backend)
+        self._set_channels_last(channels_last)
+        return self
+
+    def _set_channels_last(self, channels_last: bool) -> None:
+        """Blocks, weights and :meth:`forward_features` to channels-last (or back to contiguous)."""
         for m in self.modules():
             if isinstance(m, ConvNormAct):
                 m.fused_format = self._channels_last_format() if channels_last else None
         if channels_last or self.channels_last:
             self.to(memory_format=self._channels_last_format() if channels_last else torch.contiguous_format)
         self.channels_last = channels_last
-        return self
-
-    def fuse_training(self, backend: str | None = "auto") -> MultitaskResEncUNet:
-        """Training on the CPU: every norm (+ residual) + LeakyReLU as ``instance_norm_act`` with its C++ backward
-        (:func:`fastpanc.model.blocks.fuse_training`), or back to the torch modules with ``None``. The weights and
-        the state dict do not change. Returns ``self``."""
-        fuse_training(self, backend)
-        return self
 
     def segmentation_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights without the head: exactly the keys of nnU-Net's ``ResidualEncoderUNet``."""

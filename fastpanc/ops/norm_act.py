@@ -56,15 +56,19 @@ class _InstanceNormAct(torch.autograd.Function):
     """The C++ CPU forward and backward of :func:`instance_norm_act` (contiguous inputs, checked by the caller)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, residual, eps, negative_slope, out_dtype):  # noqa: D102
+    def forward(ctx, x, weight, bias, residual, eps, negative_slope, out_dtype, fmt):  # noqa: D102
+        # fmt: None (x and residual contiguous) or the channels-last format x and residual are dense in
         w = None if weight is None else weight.detach().float().contiguous()
         b = None if bias is None else bias.detach().float().contiguous()
-        out = torch.empty(x.shape, dtype=out_dtype)
+        out = torch.empty_like(x, dtype=out_dtype, memory_format=fmt or torch.contiguous_format)
         planes = x.shape[0] * x.shape[1]
-        mean = torch.empty(planes, dtype=torch.float32)
+        mean = torch.empty(planes, dtype=torch.float32)  # (b, c) order in both layouts
         rstd = torch.empty(planes, dtype=torch.float32)
-        if x.numel():
+        if x.numel() and fmt is None:
             _cpu_forward(x, w, b, eps, negative_slope, residual, out, mean, rstd)
+        elif x.numel():
+            _cpu_forward_cl(x, w, b, eps, negative_slope, residual, out, mean, rstd)
+        ctx.fmt = fmt
         act = negative_slope is not None
         # the output only where the backward reads it (the LeakyReLU's mask), as torch's in-place LeakyReLU saves it
         ctx.save_for_backward(x, out if act else None, w, mean, rstd)
@@ -81,17 +85,25 @@ class _InstanceNormAct(torch.autograd.Function):
         act = ctx.slope is not None
         if grad_out.dtype not in _DTYPES:
             grad_out = grad_out.float()
-        grad_out = grad_out.contiguous()
-        gx = torch.empty(x.shape, dtype=x_dtype) if need_x else None
+        fmt = ctx.fmt or torch.contiguous_format
+        grad_out = grad_out.contiguous(memory_format=fmt)
+        gx = torch.empty_like(x, dtype=x_dtype, memory_format=fmt) if need_x else None
         gr = None
         if need_r:
             # without the nonlinearity grad_residual is grad_out itself (as torch's add passes it on)
-            gr = grad_out if not act and grad_out.dtype == r_dtype else torch.empty(x.shape, dtype=r_dtype)
+            gr = (
+                grad_out
+                if not act and grad_out.dtype == r_dtype
+                else torch.empty_like(x, dtype=r_dtype, memory_format=fmt)
+            )
         planes, channels = x.shape[0] * x.shape[1], x.shape[1]
         sum_dz = torch.zeros(planes, dtype=torch.float32)
         sum_dz_xhat = torch.zeros(planes, dtype=torch.float32)
+        kernel = B.extension().instance_norm_act_backward_cpu
+        if ctx.fmt is not None:  # channels-last: the same arguments with (batch, channels, voxels)
+            kernel = B.extension().instance_norm_act_cl_backward_cpu
         if x.numel():
-            B.extension().instance_norm_act_backward_cpu(
+            kernel(
                 grad_out.data_ptr(),
                 B.DTYPE_CODES[grad_out.dtype],
                 x.data_ptr(),
@@ -102,7 +114,7 @@ class _InstanceNormAct(torch.autograd.Function):
                 B.DTYPE_CODES[x_dtype],
                 0 if gr is None or gr is grad_out else gr.data_ptr(),
                 B.DTYPE_CODES[grad_out.dtype if gr is None else gr.dtype],
-                planes,
+                planes if ctx.fmt is None else x.shape[0],
                 channels,
                 x[0, 0].numel(),
                 mean.data_ptr(),
@@ -117,7 +129,28 @@ class _InstanceNormAct(torch.autograd.Function):
         # (B * C,) plane sums -> (C,) parameter gradients
         gw = sum_dz_xhat.view(-1, channels).sum(0).to(w_dtype) if need_w else None
         gb = sum_dz.view(-1, channels).sum(0).to(b_dtype) if need_b else None
-        return gx, gw, gb, gr, None, None, None
+        return gx, gw, gb, gr, None, None, None, None
+
+
+def _cpu_forward_cl(x, w, b, eps, negative_slope, residual, out, mean, rstd) -> None:
+    B.extension().instance_norm_act_cl_cpu(
+        x.data_ptr(),
+        B.DTYPE_CODES[x.dtype],
+        0 if residual is None else residual.data_ptr(),
+        B.DTYPE_CODES[x.dtype if residual is None else residual.dtype],
+        out.data_ptr(),
+        B.DTYPE_CODES[out.dtype],
+        x.shape[0],
+        x.shape[1],
+        x[0, 0].numel(),
+        0 if w is None else w.data_ptr(),
+        0 if b is None else b.data_ptr(),
+        float(eps),
+        negative_slope is not None,
+        float(negative_slope or 0.0),
+        mean.data_ptr(),
+        rstd.data_ptr(),
+    )
 
 
 def _cpu_forward(x, w, b, eps, negative_slope, residual, out, mean=None, rstd=None) -> None:
@@ -225,14 +258,17 @@ def instance_norm_act(
             return x.copy_(y)
         return y
 
-    fmt = channels_last_format(x) if name == "cpu" and not grad else None
-    if fmt is not None:  # an NDHWC convolution output: the channels-last kernel, a channels-last result
+    fmt = channels_last_format(x) if name == "cpu" else None
+    if fmt is not None and not grad:  # an NDHWC convolution output: the channels-last kernel and result
         return instance_norm_act_cl(x, weight, bias, eps, negative_slope, residual, out_dtype, inplace, fmt)
+    if name == "cpu" and grad:  # training: the same two layouts, with the C++ backward
+        x = x.contiguous(memory_format=fmt or torch.contiguous_format)
+        if residual is not None:
+            residual = residual.contiguous(memory_format=fmt or torch.contiguous_format)
+        return _InstanceNormAct.apply(x, weight, bias, residual, float(eps), negative_slope, out_dtype, fmt)
     x = x.contiguous()
     if residual is not None:
         residual = residual.contiguous()
-    if name == "cpu" and grad:
-        return _InstanceNormAct.apply(x, weight, bias, residual, float(eps), negative_slope, out_dtype)
     if inplace and out_dtype == x.dtype and (residual is None or not B.overlaps(x, residual)):
         out = x
     else:

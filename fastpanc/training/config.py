@@ -128,6 +128,9 @@ class TrainConfig:
     # with its C++ backward (the same weights and state dict). Not used on CUDA, where the fused op has no
     # backward (neither CUDA nor Triton): a GPU run trains with torch's modules whatever this says
     fused_norm: bool = True
+    # CPU training with fused_norm: every layer channels-last (NDHWC), where oneDNN's convolutions and their
+    # backward are much faster at few channels; the state dict is the same. Ignored without fused_norm or on CUDA
+    channels_last: bool = True
     head: str = "attention"
     lambda_cls: float = 0.5
     lambda_warmup_epochs: int = 0  # epochs with classification weight 0 (segmentation first)

@@ -156,7 +156,7 @@ class Trainer:
             deep_supervision=True,
         ).to(self.device)
         if cfg.fused_norm and self.device.type == "cpu":
-            self.network.fuse_training("auto")
+            self.network.fuse_training("auto", channels_last=cfg.channels_last)
         elif cfg.fused_norm:
             log.info(
                 "fused_norm is for CPU training (the fused norm + LeakyReLU has no CUDA/Triton backward); "

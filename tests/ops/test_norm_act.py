@@ -209,6 +209,38 @@ def test_cpu_backward_random_shapes_and_strides(shape, seed, dtype, slope, resid
     _assert_grads_close(got, _grads("reference", x, w, b, r, slope, seed=seed), dtype)
 
 
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    b=st.integers(1, 2),
+    c=st.integers(1, 40),
+    spatial=st.lists(st.integers(1, 12), min_size=2, max_size=3),
+    seed=st.integers(0, 1000),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+    slope=st.sampled_from([None, 0.0, 0.01]),
+    residual=st.sampled_from([None, "channels_last", "contiguous"]),
+    affine=st.booleans(),
+)
+def test_cpu_backward_channels_last(b, c, spatial, seed, dtype, slope, residual, affine):
+    """Channels-last inputs (training with NDHWC convolutions) run the channels-last forward and backward
+    kernels, give channels-last outputs and gradients, and match the reference."""
+    assume(torch.Size(spatial).numel() > 1)
+    gen = torch.Generator().manual_seed(seed)
+    fmt = torch.channels_last_3d if len(spatial) == 3 else torch.channels_last
+    x = (torch.randn(b, c, *spatial, generator=gen) * 4 + 1).to(dtype).contiguous(memory_format=fmt)
+    w = torch.randn(c, generator=gen) if affine else None
+    bias = torch.randn(c, generator=gen) if affine else None
+    r = None
+    if residual is not None:
+        r = torch.randn(x.shape, generator=gen).to(dtype)
+        r = r.contiguous(memory_format=fmt) if residual == "channels_last" else r.contiguous()
+    x, w, bias, r = _leaf(x), _leaf(w), _leaf(bias), _leaf(r)
+    got = _grads("cpu", x, w, bias, r, slope, seed=seed)
+    if c > 1:
+        assert got[0].is_contiguous(memory_format=fmt)
+        assert got[1][0].is_contiguous(memory_format=fmt)  # grad_x
+    _assert_grads_close(got, _grads("reference", x, w, bias, r, slope, seed=seed), dtype)
+
+
 def test_cpu_backward_of_a_sum_and_through_a_view():
     """An expanded (stride-0) upstream gradient, and an input that is a slice of a larger leaf."""
     base = _leaf(_data((2, 6, 5, 9, 11), torch.float32))

@@ -112,10 +112,17 @@ def _fused_and_plain(preprocessed: Path, tmp_path: Path, cfg: TrainConfig) -> tu
     return fused, plain
 
 
-def test_fused_norm_trains_as_the_torch_modules(tiny_preprocessed: Path, tmp_path: Path) -> None:
-    """float32: three CPU steps with the fused norm + LeakyReLU (and its C++ backward) give the losses, gradients
-    and weights of torch's InstanceNorm + LeakyReLU."""
-    fused, plain = _fused_and_plain(tiny_preprocessed, tmp_path, QUICK)
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_fused_norm_trains_as_the_torch_modules(
+    tiny_preprocessed: Path, tmp_path: Path, channels_last: bool
+) -> None:
+    """float32: three CPU steps with the fused norm + LeakyReLU (and its C++ backward), channels-last (the
+    default) or contiguous, give the losses, gradients and weights of torch's InstanceNorm + LeakyReLU."""
+    fused, plain = _fused_and_plain(tiny_preprocessed, tmp_path, QUICK.replace(channels_last=channels_last))
+    convs = [m.weight for m in fused.network.modules() if isinstance(m, torch.nn.Conv3d)]
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    assert fused.network.channels_last is channels_last and not plain.network.channels_last
+    assert all(w.is_contiguous(memory_format=fmt) for w in convs)
     batches = [{k: torch.from_numpy(v) for k, v in fused.sampler.sample(0, it).items()} for it in range(3)]
     for step, batch in enumerate(batches):
         (f_losses, f_grads), (p_losses, p_grads) = (
