@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "half.h"
+#include "cpu/float_tiles.h"
 
 namespace fastpanc::cpu {
 namespace {
@@ -19,27 +19,6 @@ namespace {
 // A plane is processed in tiles of kTile elements: half-precision tiles are widened into a float
 // buffer on the stack once per pass, so every arithmetic loop below runs on float arrays.
 constexpr int64_t kTile = 2048;
-
-FASTPANC_SIMD_CLONES
-void bf16_to_f32(const uint16_t* __restrict in, float* __restrict out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t bits = static_cast<uint32_t>(in[i]) << 16;
-    float f;
-    std::memcpy(&f, &bits, 4);
-    out[i] = f;
-  }
-}
-
-FASTPANC_SIMD_CLONES
-void f32_to_bf16(const float* __restrict in, uint16_t* __restrict out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t x;
-    std::memcpy(&x, &in[i], 4);
-    const uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;  // round to nearest even
-    const uint32_t quiet_nan = (x >> 16) | 0x40u;
-    out[i] = static_cast<uint16_t>((x & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
-  }
-}
 
 FASTPANC_SIMD_CLONES
 float tile_sum(const float* __restrict p, int64_t n) {
@@ -86,48 +65,7 @@ void tile_apply_inplace(float* __restrict xy, const float* __restrict r, int64_t
   }
 }
 
-// Read elements [b, b + len) of a plane as float: a pointer into the data for float32, else widened into buf.
-const float* load_tile(std::uintptr_t base, DType dt, int64_t b, int64_t len, float* buf) {
-  switch (dt) {
-    case DType::f32:
-      return reinterpret_cast<const float*>(base) + b;
-    case DType::bf16:
-      bf16_to_f32(reinterpret_cast<const uint16_t*>(base) + b, buf, len);
-      return buf;
-    case DType::f16: {
-      const uint16_t* p = reinterpret_cast<const uint16_t*>(base) + b;
-      for (int64_t i = 0; i < len; ++i) buf[i] = half_to_float(p[i]);
-      return buf;
-    }
-    default:
-      return nullptr;  // rejected before any thread starts
-  }
-}
-
-void store_tile(const float* y, std::uintptr_t base, DType dt, int64_t b, int64_t len) {
-  switch (dt) {
-    case DType::f32:
-      return;  // computed in place in the output
-    case DType::bf16:
-      f32_to_bf16(y, reinterpret_cast<uint16_t*>(base) + b, len);
-      return;
-    case DType::f16: {
-      uint16_t* p = reinterpret_cast<uint16_t*>(base) + b;
-      for (int64_t i = 0; i < len; ++i) p[i] = float_to_half(y[i]);
-      return;
-    }
-    default:
-      return;
-  }
-}
-
-size_t elem_size(DType dt) { return dt == DType::f32 ? 4 : 2; }
-
-void check_dtype(DType dt, const char* what) {
-  if (dt != DType::f32 && dt != DType::bf16 && dt != DType::f16) {
-    fail(std::string("instance_norm_act: ") + what + " must be float32, float16 or bfloat16, got " + dtype_name(dt));
-  }
-}
+void check_dtype(DType dt, const char* what) { check_float_dtype(dt, "instance_norm_act", what); }
 
 void one_plane(std::uintptr_t x, DType xd, std::uintptr_t r, DType rd, std::uintptr_t out, DType od, int64_t n,
                float gamma, float beta, float eps, bool act, float slope, float* mean_out, float* rstd_out) {
@@ -280,7 +218,7 @@ void instance_norm_act(std::uintptr_t x, DType x_dtype, std::uintptr_t residual,
   const float* bt = reinterpret_cast<const float*>(beta);
   float* mo = reinterpret_cast<float*>(mean_out);
   float* ro = reinterpret_cast<float*>(rstd_out);
-  const size_t xs = elem_size(x_dtype), rs = elem_size(residual_dtype), os = elem_size(out_dtype);
+  const size_t xs = float_elem_size(x_dtype), rs = float_elem_size(residual_dtype), os = float_elem_size(out_dtype);
 #pragma omp parallel for schedule(dynamic, 1) if (planes > 1)
   for (int64_t p = 0; p < planes; ++p) {
     const int64_t c = p % channels;
@@ -297,11 +235,8 @@ void instance_norm_act_backward(std::uintptr_t grad_out, DType grad_out_dtype, s
                                 int64_t channels, int64_t n, std::uintptr_t mean, std::uintptr_t rstd,
                                 std::uintptr_t gamma, std::uintptr_t sum_dz, std::uintptr_t sum_dz_xhat, bool act,
                                 float negative_slope) {
-  check_dtype(grad_out_dtype, "grad_out");
-  check_dtype(x_dtype, "x");
-  if (act) check_dtype(y_dtype, "y");
-  if (grad_x) check_dtype(grad_x_dtype, "grad_x");
-  if (grad_residual) check_dtype(grad_residual_dtype, "grad_residual");
+  check_backward_dtypes("instance_norm_act_backward", grad_out_dtype, x_dtype, act ? &y_dtype : nullptr,
+                        grad_x ? &grad_x_dtype : nullptr, grad_residual ? &grad_residual_dtype : nullptr);
   if (planes < 0 || n < 0 || channels <= 0 || planes % channels != 0) {
     fail("instance_norm_act_backward: planes must be a non-negative multiple of channels and n >= 0");
   }
@@ -314,8 +249,8 @@ void instance_norm_act_backward(std::uintptr_t grad_out, DType grad_out_dtype, s
   const float* rs = reinterpret_cast<const float*>(rstd);
   float* s1 = reinterpret_cast<float*>(sum_dz);
   float* s2 = reinterpret_cast<float*>(sum_dz_xhat);
-  const size_t dys = elem_size(grad_out_dtype), xs = elem_size(x_dtype), ys = elem_size(y_dtype);
-  const size_t gxs = elem_size(grad_x_dtype), grs = elem_size(grad_residual_dtype);
+  const size_t dys = float_elem_size(grad_out_dtype), xs = float_elem_size(x_dtype), ys = float_elem_size(y_dtype);
+  const size_t gxs = float_elem_size(grad_x_dtype), grs = float_elem_size(grad_residual_dtype);
 #pragma omp parallel for schedule(dynamic, 1) if (planes > 1)
   for (int64_t p = 0; p < planes; ++p) {
     const std::uintptr_t off = static_cast<std::uintptr_t>(p * n);

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -10,7 +9,7 @@
 #include <omp.h>
 #endif
 
-#include "half.h"
+#include "cpu/float_tiles.h"
 
 namespace fastpanc::cpu {
 namespace {
@@ -40,62 +39,6 @@ int thread_id() {
 #else
   return 0;
 #endif
-}
-
-FASTPANC_SIMD_CLONES
-void bf16_to_f32(const uint16_t* __restrict in, float* __restrict out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t bits = static_cast<uint32_t>(in[i]) << 16;
-    float f;
-    std::memcpy(&f, &bits, 4);
-    out[i] = f;
-  }
-}
-
-FASTPANC_SIMD_CLONES
-void f32_to_bf16(const float* __restrict in, uint16_t* __restrict out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t x;
-    std::memcpy(&x, &in[i], 4);
-    const uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;  // round to nearest even
-    const uint32_t quiet_nan = (x >> 16) | 0x40u;
-    out[i] = static_cast<uint16_t>((x & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
-  }
-}
-
-// Elements [b, b + len) as float: a pointer into the data for float32, else widened into buf.
-const float* load(std::uintptr_t base, DType dt, int64_t b, int64_t len, float* buf) {
-  switch (dt) {
-    case DType::f32:
-      return reinterpret_cast<const float*>(base) + b;
-    case DType::bf16:
-      bf16_to_f32(reinterpret_cast<const uint16_t*>(base) + b, buf, len);
-      return buf;
-    case DType::f16: {
-      const uint16_t* p = reinterpret_cast<const uint16_t*>(base) + b;
-      for (int64_t i = 0; i < len; ++i) buf[i] = half_to_float(p[i]);
-      return buf;
-    }
-    default:
-      return nullptr;  // rejected before any thread starts
-  }
-}
-
-void store(const float* y, std::uintptr_t base, DType dt, int64_t b, int64_t len) {
-  switch (dt) {
-    case DType::f32:
-      return;  // computed in place in the output
-    case DType::bf16:
-      f32_to_bf16(y, reinterpret_cast<uint16_t*>(base) + b, len);
-      return;
-    case DType::f16: {
-      uint16_t* p = reinterpret_cast<uint16_t*>(base) + b;
-      for (int64_t i = 0; i < len; ++i) p[i] = float_to_half(y[i]);
-      return;
-    }
-    default:
-      return;
-  }
 }
 
 // Every tile loop runs flat over W = k * C consecutive elements (k voxels of C channels) with per-channel
@@ -210,14 +153,7 @@ ApplyFn pick_apply(bool res, bool act) {
   return act ? tile_apply<false, true> : tile_apply<false, false>;
 }
 
-void check_dtype(DType dt, const char* what) {
-  if (dt != DType::f32 && dt != DType::bf16 && dt != DType::f16) {
-    fail(std::string("instance_norm_act_cl: ") + what + " must be float32, float16 or bfloat16, got " +
-         dtype_name(dt));
-  }
-}
-
-size_t elem_size(DType dt) { return dt == DType::f32 ? 4 : 2; }
+void check_dtype(DType dt, const char* what) { check_float_dtype(dt, "instance_norm_act_cl", what); }
 
 }  // namespace
 
@@ -243,7 +179,7 @@ void instance_norm_act_cl(std::uintptr_t x, DType x_dtype, std::uintptr_t residu
   std::vector<float> shift(static_cast<size_t>(C));
   for (int64_t c = 0; c < C; ++c) shift[c] = bt ? bt[c] : 0.0f;
 
-  const size_t xs = elem_size(x_dtype);
+  const size_t xs = float_elem_size(x_dtype);
   for (int64_t b = 0; b < batch; ++b) {
     const std::uintptr_t xb = x + static_cast<std::uintptr_t>(b * n * C) * xs;
     std::vector<Moments> part(static_cast<size_t>(threads), Moments(C));
@@ -255,7 +191,7 @@ void instance_norm_act_cl(std::uintptr_t x, DType x_dtype, std::uintptr_t residu
       // each thread a contiguous run of tiles, merged in order: the result depends on the thread count only
       for (int64_t k = tiles * t / nt; k < tiles * (t + 1) / nt; ++k) {
         const int64_t r0 = k * rows, len = std::min(rows, n - r0);
-        const float* p = load(xb, x_dtype, r0 * C, len * C, buf.data());
+        const float* p = load_tile(xb, x_dtype, r0 * C, len * C, buf.data());
         tile_stats(p, len, C, sum.data(), tmean.data(), m2.data());
         // squared deviations about the tile's float mean: they differ from those about its exact mean by
         // len * (rounding of the mean)^2
@@ -284,11 +220,11 @@ void instance_norm_act_cl(std::uintptr_t x, DType x_dtype, std::uintptr_t residu
     for (int64_t bk = 0; bk < batch * tiles; ++bk) {
       const int64_t b = bk / tiles, r0 = (bk % tiles) * rows, len = std::min(rows, n - r0);
       const int64_t e0 = (b * n + r0) * C, elems = len * C;
-      const float* xt = load(x, x_dtype, e0, elems, xbuf.data());
-      const float* rt = residual ? load(residual, residual_dtype, e0, elems, rbuf.data()) : nullptr;
+      const float* xt = load_tile(x, x_dtype, e0, elems, xbuf.data());
+      const float* rt = residual ? load_tile(residual, residual_dtype, e0, elems, rbuf.data()) : nullptr;
       float* yt = out_dtype == DType::f32 ? reinterpret_cast<float*>(out) + e0 : ybuf.data();
       apply(xt, rt, yt, len, C, mean.data() + b * C, scale.data() + b * C, shift.data(), negative_slope);
-      store(yt, out, out_dtype, e0, elems);
+      store_tile(yt, out, out_dtype, e0, elems);
     }
   }
 }
@@ -363,11 +299,8 @@ void instance_norm_act_cl_backward(std::uintptr_t grad_out, DType grad_out_dtype
                                    int64_t channels, int64_t n, std::uintptr_t mean, std::uintptr_t rstd,
                                    std::uintptr_t gamma, std::uintptr_t sum_dz, std::uintptr_t sum_dz_xhat, bool act,
                                    float negative_slope) {
-  check_dtype(grad_out_dtype, "grad_out");
-  check_dtype(x_dtype, "x");
-  if (act) check_dtype(y_dtype, "y");
-  if (grad_x) check_dtype(grad_x_dtype, "grad_x");
-  if (grad_residual) check_dtype(grad_residual_dtype, "grad_residual");
+  check_backward_dtypes("instance_norm_act_cl_backward", grad_out_dtype, x_dtype, act ? &y_dtype : nullptr,
+                        grad_x ? &grad_x_dtype : nullptr, grad_residual ? &grad_residual_dtype : nullptr);
   if (batch < 0 || n < 0 || channels <= 0) {
     fail("instance_norm_act_cl_backward: batch >= 0, channels > 0 and n >= 0");
   }
@@ -396,13 +329,13 @@ void instance_norm_act_cl_backward(std::uintptr_t grad_out, DType grad_out_dtype
       // each thread a contiguous run of tiles, added in order: the result depends on the thread count only
       for (int64_t k = tiles * t / nt; k < tiles * (t + 1) / nt; ++k) {
         const int64_t r0 = k * rows, len = std::min(rows, n - r0), e0 = e_b + r0 * C, elems = len * C;
-        const float* gt = load(grad_out, grad_out_dtype, e0, elems, gbuf.data());
-        const float* xt = load(x, x_dtype, e0, elems, xbuf.data());
-        const float* yt = act ? load(y, y_dtype, e0, elems, ybuf.data()) : nullptr;
+        const float* gt = load_tile(grad_out, grad_out_dtype, e0, elems, gbuf.data());
+        const float* xt = load_tile(x, x_dtype, e0, elems, xbuf.data());
+        const float* yt = act ? load_tile(y, y_dtype, e0, elems, ybuf.data()) : nullptr;
         float* dzt = grad_residual && grad_residual_dtype == DType::f32 ? reinterpret_cast<float*>(grad_residual) + e0
                                                                           : dz.data();
         sums_tile(gt, xt, yt, dzt, len, C, mu + b * C, rs + b * C, s1.data(), s2.data(), negative_slope);
-        if (grad_residual) store(dzt, grad_residual, grad_residual_dtype, e0, elems);
+        if (grad_residual) store_tile(dzt, grad_residual, grad_residual_dtype, e0, elems);
         for (int64_t c = 0; c < C; ++c) {
           acc[c] += s1[c];
           acc[C + c] += s2[c];
@@ -438,14 +371,14 @@ void instance_norm_act_cl_backward(std::uintptr_t grad_out, DType grad_out_dtype
     for (int64_t bk = 0; bk < batch * tiles; ++bk) {
       const int64_t b = bk / tiles, r0 = (bk % tiles) * rows, len = std::min(rows, n - r0);
       const int64_t e0 = (b * n + r0) * C, elems = len * C;
-      const float* gt = load(grad_out, grad_out_dtype, e0, elems, gbuf.data());
-      const float* xt = load(x, x_dtype, e0, elems, xbuf.data());
-      const float* yt = act ? load(y, y_dtype, e0, elems, ybuf.data()) : nullptr;
+      const float* gt = load_tile(grad_out, grad_out_dtype, e0, elems, gbuf.data());
+      const float* xt = load_tile(x, x_dtype, e0, elems, xbuf.data());
+      const float* yt = act ? load_tile(y, y_dtype, e0, elems, ybuf.data()) : nullptr;
       sums_tile(gt, xt, yt, dz.data(), len, C, mu + b * C, rs + b * C, s1.data(), s2.data(), negative_slope);
       float* gxt = grad_x_dtype == DType::f32 ? reinterpret_cast<float*>(grad_x) + e0 : gxbuf.data();
       tile_grad_x(dz.data(), xt, gxt, len, C, mu + b * C, rs + b * C, kk.data() + b * C, aa.data() + b * C,
                   bb.data() + b * C);
-      store(gxt, grad_x, grad_x_dtype, e0, elems);
+      store_tile(gxt, grad_x, grad_x_dtype, e0, elems);
     }
   }
 }

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from fastpanc.ops import _backend as B
 from fastpanc.ops._layout import channels_last_format
-from fastpanc.ops._norm_act_cl import instance_norm_act_cl
+from fastpanc.ops._norm_act_cpu import cpu_forward, instance_norm_act_cl
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -64,10 +64,10 @@ class _InstanceNormAct(torch.autograd.Function):
         planes = x.shape[0] * x.shape[1]
         mean = torch.empty(planes, dtype=torch.float32)  # (b, c) order in both layouts
         rstd = torch.empty(planes, dtype=torch.float32)
-        if x.numel() and fmt is None:
-            _cpu_forward(x, w, b, eps, negative_slope, residual, out, mean, rstd)
-        elif x.numel():
-            _cpu_forward_cl(x, w, b, eps, negative_slope, residual, out, mean, rstd)
+        if x.numel():
+            cpu_forward(
+                x, w, b, eps, negative_slope, residual, out, mean, rstd, channels_last=fmt is not None
+            )
         ctx.fmt = fmt
         act = negative_slope is not None
         # the output only where the backward reads it (the LeakyReLU's mask), as torch's in-place LeakyReLU saves it
@@ -130,48 +130,6 @@ class _InstanceNormAct(torch.autograd.Function):
         gw = sum_dz_xhat.view(-1, channels).sum(0).to(w_dtype) if need_w else None
         gb = sum_dz.view(-1, channels).sum(0).to(b_dtype) if need_b else None
         return gx, gw, gb, gr, None, None, None, None
-
-
-def _cpu_forward_cl(x, w, b, eps, negative_slope, residual, out, mean, rstd) -> None:
-    B.extension().instance_norm_act_cl_cpu(
-        x.data_ptr(),
-        B.DTYPE_CODES[x.dtype],
-        0 if residual is None else residual.data_ptr(),
-        B.DTYPE_CODES[x.dtype if residual is None else residual.dtype],
-        out.data_ptr(),
-        B.DTYPE_CODES[out.dtype],
-        x.shape[0],
-        x.shape[1],
-        x[0, 0].numel(),
-        0 if w is None else w.data_ptr(),
-        0 if b is None else b.data_ptr(),
-        float(eps),
-        negative_slope is not None,
-        float(negative_slope or 0.0),
-        mean.data_ptr(),
-        rstd.data_ptr(),
-    )
-
-
-def _cpu_forward(x, w, b, eps, negative_slope, residual, out, mean=None, rstd=None) -> None:
-    B.extension().instance_norm_act_cpu(
-        x.data_ptr(),
-        B.DTYPE_CODES[x.dtype],
-        0 if residual is None else residual.data_ptr(),
-        B.DTYPE_CODES[x.dtype if residual is None else residual.dtype],
-        out.data_ptr(),
-        B.DTYPE_CODES[out.dtype],
-        x.shape[0] * x.shape[1],
-        x.shape[1],
-        x[0, 0].numel(),
-        0 if w is None else w.data_ptr(),
-        0 if b is None else b.data_ptr(),
-        float(eps),
-        negative_slope is not None,
-        float(negative_slope or 0.0),
-        0 if mean is None else mean.data_ptr(),
-        0 if rstd is None else rstd.data_ptr(),
-    )
 
 
 def instance_norm_act(
@@ -281,5 +239,5 @@ def instance_norm_act(
         from fastpanc.kernels.norm_act import instance_norm_act_triton
 
         return instance_norm_act_triton(x, w, b, eps, negative_slope, residual, out)
-    _cpu_forward(x, w, b, eps, negative_slope, residual, out)
+    cpu_forward(x, w, b, eps, negative_slope, residual, out)
     return out

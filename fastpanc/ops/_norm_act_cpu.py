@@ -1,4 +1,5 @@
-"""The channels-last C++ pass of :func:`fastpanc.ops.instance_norm_act` (inference, CPU)."""
+"""The C++ CPU kernels of :func:`fastpanc.ops.instance_norm_act`: the forward call for both layouts and the
+channels-last inference pass."""
 
 from __future__ import annotations
 
@@ -31,14 +32,34 @@ def instance_norm_act_cl(
         return out
     w = None if weight is None else weight.detach().float().contiguous()
     b = None if bias is None else bias.detach().float().contiguous()
-    B.extension().instance_norm_act_cl_cpu(
+    cpu_forward(x, w, b, eps, negative_slope, residual, out, channels_last=True)
+    return out
+
+
+def cpu_forward(
+    x: torch.Tensor,
+    w: torch.Tensor | None,
+    b: torch.Tensor | None,
+    eps: float,
+    negative_slope: float | None,
+    residual: torch.Tensor | None,
+    out: torch.Tensor,
+    mean: torch.Tensor | None = None,
+    rstd: torch.Tensor | None = None,
+    channels_last: bool = False,
+) -> None:
+    """One C++ forward over ``x`` into ``out`` (both dense: contiguous, or channels-last with ``channels_last``;
+    ``w``/``b`` float32 and contiguous), optionally writing each ``(b, c)``'s float32 mean and rstd."""
+    ext = B.extension()
+    kernel = ext.instance_norm_act_cl_cpu if channels_last else ext.instance_norm_act_cpu
+    kernel(
         x.data_ptr(),
         B.DTYPE_CODES[x.dtype],
         0 if residual is None else residual.data_ptr(),
         B.DTYPE_CODES[x.dtype if residual is None else residual.dtype],
         out.data_ptr(),
-        B.DTYPE_CODES[out_dtype],
-        x.shape[0],
+        B.DTYPE_CODES[out.dtype],
+        x.shape[0] if channels_last else x.shape[0] * x.shape[1],  # samples, or (b, c) planes
         x.shape[1],
         x[0, 0].numel(),  # voxels per (b, c)
         0 if w is None else w.data_ptr(),
@@ -46,5 +67,6 @@ def instance_norm_act_cl(
         float(eps),
         negative_slope is not None,
         float(negative_slope or 0.0),
+        0 if mean is None else mean.data_ptr(),
+        0 if rstd is None else rstd.data_ptr(),
     )
-    return out
