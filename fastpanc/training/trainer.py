@@ -164,6 +164,7 @@ class Trainer:
                 self.device.type,
             )
         self.model: torch.nn.Module = self.network
+        self.nonfinite_steps = 0  # optimizer steps skipped for a non-finite gradient norm (train_step)
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # the lowest-resolution output has deep-supervision weight 0 (nnU-Net), so its conv gets no gradient
@@ -286,8 +287,19 @@ class Trainer:
             self.scaler.update()
         else:
             total.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
-            self.optimizer.step()
+            norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
+            if torch.isfinite(norm):
+                self.optimizer.step()
+            else:
+                # as a GradScaler skips an fp16 step with inf/NaN gradients: a non-finite gradient would turn every
+                # weight into NaN through the clipping; bf16 on the CPU has no scaler, so skip the step here
+                self.nonfinite_steps += 1
+                log.warning(
+                    "epoch %d: non-finite gradient norm (%s), optimizer step skipped (%d so far)",
+                    self.epoch,
+                    float(norm),
+                    self.nonfinite_steps,
+                )
         return float(total.detach()), float(seg_loss), math.nan if cls_loss is None else float(cls_loss)
 
     def run_epoch(self, loader: PrefetchLoader) -> dict[str, float]:

@@ -98,6 +98,35 @@ def _step_grads(
     return losses, {n: p.grad.clone() for n, p in tr.network.named_parameters() if p.grad is not None}
 
 
+def _finite_step_grads(
+    tr: Trainer, batch: dict[str, torch.Tensor], seed: int, tries: int = 4
+) -> tuple[tuple[float, float, float], dict[str, torch.Tensor]]:
+    """:func:`_step_grads` of the first try whose gradients are all finite. On the CPU a bf16 backward now and then
+    gives a non-finite gradient, with torch's modules as with the fused op (seen in about one run in five of this
+    test, not in float32); the trainer then skips the optimizer step (test_nonfinite_gradient_skips_the_step), so
+    the weights are unchanged and the same step can be taken again."""
+    for _ in range(tries):
+        losses, grads = _step_grads(tr, batch, seed)
+        if all(bool(torch.isfinite(g).all()) for g in grads.values()):
+            return losses, grads
+        assert tr.nonfinite_steps > 0
+    raise AssertionError(f"{tries} tries of the same bf16 step all gave non-finite gradients")
+
+
+def test_nonfinite_gradient_skips_the_step(tiny_preprocessed: Path, tmp_path: Path) -> None:
+    """A step whose gradient norm is not finite leaves every weight as it was (float32 and bf16 on the CPU)."""
+    for bf16 in (False, True):
+        tr = Trainer(tiny_preprocessed, tmp_path / f"nan_{bf16}", QUICK.replace(cpu_bf16=bf16), "cpu")
+        batch = {k: torch.from_numpy(v) for k, v in tr.sampler.sample(0, 0).items()}
+        batch["image"] = batch["image"].clone()
+        batch["image"][0, 0, 0, 0, 0] = float("nan")
+        before = {k: v.clone() for k, v in tr.network.state_dict().items()}
+        tr.train_step(batch, seed=0)
+        assert tr.nonfinite_steps == 1
+        for k, v in tr.network.state_dict().items():
+            torch.testing.assert_close(v, before[k], rtol=0, atol=0, equal_nan=True, msg=k)
+
+
 def _fused_and_plain(preprocessed: Path, tmp_path: Path, cfg: TrainConfig) -> tuple[Trainer, Trainer]:
     """Two CPU trainers from the same weights: with the fused norm + LeakyReLU (the default) and without."""
     from fastpanc.model.blocks import ConvNormAct
@@ -152,7 +181,7 @@ def test_fused_norm_with_cpu_bf16_is_as_close_to_float32(tiny_preprocessed: Path
     batch = {k: torch.from_numpy(v) for k, v in fused.sampler.sample(0, 0).items()}
     (e_losses, e_grads), runs = (
         _step_grads(exact, batch, 0),
-        [_step_grads(t, batch, 0) for t in (fused, plain)],
+        [_finite_step_grads(t, batch, 0) for t in (fused, plain)],
     )
     want = torch.cat([g.flatten() for g in e_grads.values()])
     errors = []
