@@ -3,17 +3,11 @@
 #include <cstring>
 #include <string>
 
+#include "cpu/simd_clones.h"
 #include "half.h"
 
 namespace fastpanc::cpu {
 namespace {
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-// compiled for AVX-512, AVX2 and the x86-64 baseline; the loader picks the best one this CPU runs
-#define FASTPANC_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FASTPANC_SIMD_CLONES
-#endif
 
 FASTPANC_SIMD_CLONES
 void bf16_to_f32(const uint16_t* __restrict in, float* __restrict out, int64_t n) {

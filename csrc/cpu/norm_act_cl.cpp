@@ -10,16 +10,10 @@
 #endif
 
 #include "cpu/float_tiles.h"
+#include "cpu/simd_clones.h"
 
 namespace fastpanc::cpu {
 namespace {
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-// compiled for AVX-512, AVX2 and the x86-64 baseline; the loader picks the best one this CPU runs
-#define FASTPANC_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FASTPANC_SIMD_CLONES
-#endif
 
 // A tile is `rows` voxels x all channels, about kTileElems floats (32 KiB: it stays in L1/L2 between the
 // two loops over it); half-precision tiles are widened into a float buffer once per pass.
