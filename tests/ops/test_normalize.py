@@ -88,7 +88,7 @@ def test_contiguous_float32_vector_loops_and_tails(n, seed, in_place):
 
 
 @pytest.mark.parametrize("level", ["avx2", "none"])
-def test_narrower_vector_loops_match_reference(level):
+def test_narrower_vector_loops_match_reference(level, tmp_path):
     """FASTPANC_SIMD caps the contiguous float32 loop (AVX-512 by default where the CPU has it) at AVX2 or the
     plain loop; the kernel is chosen once per process, so each level runs in its own interpreter."""
     code = (
@@ -106,7 +106,10 @@ def test_narrower_vector_loops_match_reference(level):
         "print('ok')\n"
     )
     env = {**os.environ, "FASTPANC_SIMD": level}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    # run outside the checkout, so that the installed package (with its built extension) is the one imported
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
