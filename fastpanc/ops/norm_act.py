@@ -20,7 +20,6 @@ import torch.nn.functional as F
 
 from fastpanc.ops import _backend as B
 from fastpanc.ops._layout import channels_last_format
-from fastpanc.ops._norm_act_cpu import cpu_forward, instance_norm_act_cl
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -53,21 +52,19 @@ def _default_out_dtype(x: torch.Tensor, residual: torch.Tensor | None) -> torch.
 
 
 class _InstanceNormAct(torch.autograd.Function):
-    """The C++ CPU forward and backward of :func:`instance_norm_act` (contiguous inputs, checked by the caller)."""
+    """The C++ CPU forward and backward of :func:`instance_norm_act`; ``x`` and ``residual`` are dense in ``fmt``
+    (``torch.contiguous_format`` or a channels-last format), checked by the caller."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, residual, eps, negative_slope, out_dtype, fmt):  # noqa: D102
-        # fmt: None (x and residual contiguous) or the channels-last format x and residual are dense in
         w = None if weight is None else weight.detach().float().contiguous()
         b = None if bias is None else bias.detach().float().contiguous()
-        out = torch.empty_like(x, dtype=out_dtype, memory_format=fmt or torch.contiguous_format)
+        out = torch.empty_like(x, dtype=out_dtype, memory_format=fmt)
         planes = x.shape[0] * x.shape[1]
         mean = torch.empty(planes, dtype=torch.float32)  # (b, c) order in both layouts
         rstd = torch.empty(planes, dtype=torch.float32)
         if x.numel():
-            cpu_forward(
-                x, w, b, eps, negative_slope, residual, out, mean, rstd, channels_last=fmt is not None
-            )
+            cpu_forward(x, w, b, eps, negative_slope, residual, out, mean, rstd, fmt)
         ctx.fmt = fmt
         act = negative_slope is not None
         # the output only where the backward reads it (the LeakyReLU's mask), as torch's in-place LeakyReLU saves it
@@ -85,7 +82,7 @@ class _InstanceNormAct(torch.autograd.Function):
         act = ctx.slope is not None
         if grad_out.dtype not in _DTYPES:
             grad_out = grad_out.float()
-        fmt = ctx.fmt or torch.contiguous_format
+        fmt, channels_last = ctx.fmt, ctx.fmt != torch.contiguous_format
         grad_out = grad_out.contiguous(memory_format=fmt)
         gx = torch.empty_like(x, dtype=x_dtype, memory_format=fmt) if need_x else None
         gr = None
@@ -100,7 +97,7 @@ class _InstanceNormAct(torch.autograd.Function):
         sum_dz = torch.zeros(planes, dtype=torch.float32)
         sum_dz_xhat = torch.zeros(planes, dtype=torch.float32)
         kernel = B.extension().instance_norm_act_backward_cpu
-        if ctx.fmt is not None:  # channels-last: the same arguments with (batch, channels, voxels)
+        if channels_last:  # the same arguments with (batch, channels, voxels)
             kernel = B.extension().instance_norm_act_cl_backward_cpu
         if x.numel():
             kernel(
@@ -114,7 +111,7 @@ class _InstanceNormAct(torch.autograd.Function):
                 B.DTYPE_CODES[x_dtype],
                 0 if gr is None or gr is grad_out else gr.data_ptr(),
                 B.DTYPE_CODES[grad_out.dtype if gr is None else gr.dtype],
-                planes if ctx.fmt is None else x.shape[0],
+                x.shape[0] if channels_last else planes,
                 channels,
                 x[0, 0].numel(),
                 mean.data_ptr(),
@@ -159,13 +156,13 @@ def instance_norm_act(
         out_dtype: result dtype; default ``x.dtype``, or the promotion of ``x`` and ``residual`` dtypes.
         backend: ``auto``, ``reference``, ``cpu`` (C++/OpenMP, with a backward) or ``triton`` (GPUs; CPU
             tensors under ``TRITON_INTERPRET=1``; no backward).
-        inplace: write the result into ``x`` (when ``x`` is contiguous, ``out_dtype`` is its dtype and autograd
+        inplace: write the result into ``x`` (when ``x`` is dense, ``out_dtype`` is its dtype and autograd
             does not record the call: its backward needs ``x``).
 
     Returns:
         A contiguous ``(B, C, *S)`` tensor of ``out_dtype`` (``x`` itself when written in place); channels-last
-        when ``x`` is channels-last (``torch.channels_last_3d`` / ``channels_last`` strides) and the ``cpu``
-        backend runs without autograd: its channels-last kernel then reads and writes that layout directly.
+        when ``x`` is channels-last (``torch.channels_last_3d`` / ``channels_last`` strides) and the backend is
+        ``cpu``: its channels-last kernels (forward and backward) read and write that layout directly.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"instance_norm_act: expected a torch.Tensor, got {type(x).__name__}")
@@ -216,21 +213,17 @@ def instance_norm_act(
             return x.copy_(y)
         return y
 
-    fmt = channels_last_format(x) if name == "cpu" else None
-    if fmt is not None and not grad:  # an NDHWC convolution output: the channels-last kernel and result
-        return instance_norm_act_cl(x, weight, bias, eps, negative_slope, residual, out_dtype, inplace, fmt)
-    if name == "cpu" and grad:  # training: the same two layouts, with the C++ backward
-        x = x.contiguous(memory_format=fmt or torch.contiguous_format)
-        if residual is not None:
-            residual = residual.contiguous(memory_format=fmt or torch.contiguous_format)
-        return _InstanceNormAct.apply(x, weight, bias, residual, float(eps), negative_slope, out_dtype, fmt)
-    x = x.contiguous()
+    # the cpu backend reads and writes channels-last data (an NDHWC convolution's output) in that layout
+    fmt = (channels_last_format(x) if name == "cpu" else None) or torch.contiguous_format
+    x = x.contiguous(memory_format=fmt)
     if residual is not None:
-        residual = residual.contiguous()
+        residual = residual.contiguous(memory_format=fmt)
+    if name == "cpu" and grad:  # training: the C++ forward and backward
+        return _InstanceNormAct.apply(x, weight, bias, residual, float(eps), negative_slope, out_dtype, fmt)
     if inplace and out_dtype == x.dtype and (residual is None or not B.overlaps(x, residual)):
         out = x
     else:
-        out = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+        out = torch.empty_like(x, dtype=out_dtype, memory_format=fmt)
     if x.numel() == 0:
         return out
     w = None if weight is None else weight.detach().float().contiguous()
@@ -239,5 +232,42 @@ def instance_norm_act(
         from fastpanc.kernels.norm_act import instance_norm_act_triton
 
         return instance_norm_act_triton(x, w, b, eps, negative_slope, residual, out)
-    cpu_forward(x, w, b, eps, negative_slope, residual, out)
+    cpu_forward(x, w, b, eps, negative_slope, residual, out, fmt=fmt)
     return out
+
+
+def cpu_forward(
+    x: torch.Tensor,
+    w: torch.Tensor | None,
+    b: torch.Tensor | None,
+    eps: float,
+    negative_slope: float | None,
+    residual: torch.Tensor | None,
+    out: torch.Tensor,
+    mean: torch.Tensor | None = None,
+    rstd: torch.Tensor | None = None,
+    fmt: torch.memory_format = torch.contiguous_format,
+) -> None:
+    """One C++ forward over ``x`` into ``out`` (both dense in ``fmt``; ``w``/``b`` float32 and contiguous),
+    optionally writing each ``(b, c)``'s float32 mean and rstd."""
+    channels_last = fmt != torch.contiguous_format
+    ext = B.extension()
+    kernel = ext.instance_norm_act_cl_cpu if channels_last else ext.instance_norm_act_cpu
+    kernel(
+        x.data_ptr(),
+        B.DTYPE_CODES[x.dtype],
+        0 if residual is None else residual.data_ptr(),
+        B.DTYPE_CODES[x.dtype if residual is None else residual.dtype],
+        out.data_ptr(),
+        B.DTYPE_CODES[out.dtype],
+        x.shape[0] if channels_last else x.shape[0] * x.shape[1],  # samples, or (b, c) planes
+        x.shape[1],
+        x[0, 0].numel(),  # voxels per (b, c)
+        0 if w is None else w.data_ptr(),
+        0 if b is None else b.data_ptr(),
+        float(eps),
+        negative_slope is not None,
+        float(negative_slope or 0.0),
+        0 if mean is None else mean.data_ptr(),
+        0 if rstd is None else rstd.data_ptr(),
+    )

@@ -126,11 +126,16 @@ def test_norm_matches_contiguous_kernel():
     torch.testing.assert_close(c, a, rtol=1e-5, atol=2e-6)
 
 
-def test_norm_with_grad_takes_the_contiguous_path():
+def test_norm_with_grad_stays_channels_last():
+    """With autograd the channels-last kernels run forward and backward: output and gradient keep the layout."""
     x = _cl(torch.randn(1, 3, 4, 5, 6)).requires_grad_()
     y = instance_norm_act(x, None, None, 1e-5, 0.01, backend="cpu")
-    y.sum().backward()
-    assert x.grad is not None
+    g = torch.randn(y.shape)
+    (gx,) = torch.autograd.grad(y, [x], g)
+    xr = x.detach().clone().requires_grad_()
+    (want,) = torch.autograd.grad(instance_norm_act_reference(xr, None, None, 1e-5, 0.01), [xr], g)
+    assert _is_cl(y) and _is_cl(gx)
+    torch.testing.assert_close(gx, want, rtol=1e-4, atol=1e-4)
 
 
 # avg_pool_down ------------------------------------------------------------------------------------------------
