@@ -258,12 +258,14 @@ FASTPANC_SIMD_CLONES void tile_grad_sums(const float* __restrict dy, const float
   L.fold(a2, s2);
 }
 
-// One tile of the second pass: grad_x = k * (dz - a - xhat * bcoef) with k = rstd * gamma, a = sum_dz / n,
-// bcoef = sum_dz_xhat / n.
-FASTPANC_SIMD_CLONES
-void tile_grad_x(const float* __restrict dz, const float* __restrict x, float* __restrict gx, int64_t rows, int64_t C,
-                 const float* __restrict mean, const float* __restrict rstd, const float* __restrict k,
-                 const float* __restrict a, const float* __restrict bcoef) {
+// One tile of the second pass: grad_x = k * (dz - a - xhat * bcoef) with dz as in the first pass (recomputed from
+// dy and y, not stored), k = rstd * gamma, a = sum_dz / n, bcoef = sum_dz_xhat / n.
+template <bool kAct>
+FASTPANC_SIMD_CLONES void tile_grad_x(const float* __restrict dy, const float* __restrict x,
+                                      const float* __restrict y, float* __restrict gx, int64_t rows, int64_t C,
+                                      const float* __restrict mean, const float* __restrict rstd,
+                                      const float* __restrict k, const float* __restrict a,
+                                      const float* __restrict bcoef, float slope) {
   const Lanes L(C);
   alignas(64) float mb[kLanes], rb[kLanes], kb[kLanes], ab[kLanes], bb[kLanes];
   const float* m = L.expand(mean, mb);
@@ -274,13 +276,15 @@ void tile_grad_x(const float* __restrict dz, const float* __restrict x, float* _
   const int64_t elems = rows * C;
   for (int64_t e0 = 0; e0 < elems; e0 += L.W) {
     const int64_t len = std::min(L.W, elems - e0);
-    const float* di = dz + e0;
+    const float* gi = dy + e0;
     const float* xi = x + e0;
-    float* gi = gx + e0;
+    const float* yi = kAct ? y + e0 : nullptr;
+    float* go = gx + e0;
 #pragma omp simd
     for (int64_t j = 0; j < len; ++j) {
+      const float d = kAct ? (yi[j] > 0.0f ? gi[j] : gi[j] * slope) : gi[j];
       const float xhat = (xi[j] - m[j]) * rs[j];
-      gi[j] = kw[j] * (di[j] - aw[j] - xhat * bw[j]);
+      go[j] = kw[j] * (d - aw[j] - xhat * bw[j]);
     }
   }
 }
@@ -310,6 +314,7 @@ void instance_norm_act_cl_backward(std::uintptr_t grad_out, DType grad_out_dtype
   float* s2_out = reinterpret_cast<float*>(sum_dz_xhat);
   const int threads = static_cast<int>(std::min<int64_t>(thread_count(), tiles));
   auto sums_tile = act ? tile_grad_sums<true> : tile_grad_sums<false>;
+  auto grad_x_tile = act ? tile_grad_x<true> : tile_grad_x<false>;
 
   // pass 1, per sample: dz (written as grad_residual when wanted) and the per-channel sums
   for (int64_t b = 0; b < batch; ++b) {
@@ -359,8 +364,7 @@ void instance_norm_act_cl_backward(std::uintptr_t grad_out, DType grad_out_dtype
   const int apply_threads = static_cast<int>(std::min<int64_t>(thread_count(), batch * tiles));
 #pragma omp parallel num_threads(apply_threads) if (apply_threads > 1)
   {
-    std::vector<float> gbuf(rows * C), xbuf(rows * C), ybuf(act ? rows * C : 0), dz(rows * C), s1(C), s2(C),
-        gxbuf(rows * C);
+    std::vector<float> gbuf(rows * C), xbuf(rows * C), ybuf(act ? rows * C : 0), gxbuf(rows * C);
 #pragma omp for schedule(static)
     for (int64_t bk = 0; bk < batch * tiles; ++bk) {
       const int64_t b = bk / tiles, r0 = (bk % tiles) * rows, len = std::min(rows, n - r0);
@@ -368,10 +372,9 @@ void instance_norm_act_cl_backward(std::uintptr_t grad_out, DType grad_out_dtype
       const float* gt = load_tile(grad_out, grad_out_dtype, e0, elems, gbuf.data());
       const float* xt = load_tile(x, x_dtype, e0, elems, xbuf.data());
       const float* yt = act ? load_tile(y, y_dtype, e0, elems, ybuf.data()) : nullptr;
-      sums_tile(gt, xt, yt, dz.data(), len, C, mu + b * C, rs + b * C, s1.data(), s2.data(), negative_slope);
       float* gxt = grad_x_dtype == DType::f32 ? reinterpret_cast<float*>(grad_x) + e0 : gxbuf.data();
-      tile_grad_x(dz.data(), xt, gxt, len, C, mu + b * C, rs + b * C, kk.data() + b * C, aa.data() + b * C,
-                  bb.data() + b * C);
+      grad_x_tile(gt, xt, yt, gxt, len, C, mu + b * C, rs + b * C, kk.data() + b * C, aa.data() + b * C,
+                  bb.data() + b * C, negative_slope);
       store_tile(gxt, grad_x, grad_x_dtype, e0, elems);
     }
   }
