@@ -152,7 +152,7 @@ ClipScaleFn pick_clip_scale() {
   return clip_scale_plain;
 }
 
-// Contiguous float32 in and out: chunks over threads, each chunk through the widest SIMD clone. Buffers
+// Contiguous float32 in and out: chunks over threads, each through the loop pick_clip_scale chose. Buffers
 // that overlap other than exactly (never made by the Python API) take the generic loop.
 bool run_f32_simd(const float* in, float* out, int64_t n, float lo, float hi, float mean, float inv_std) {
   const bool inplace = in == out;
