@@ -9,7 +9,10 @@ skips pooled in the activations' dtype, upsampling as a 1x1 convolution + ``dept
 patch (64 x 128 x 192), float32 (exact mode) and bfloat16 autocast (fast mode; the same autocast for both).
 Label agreement is the argmax of the two outputs compared voxel by voxel. The ``channels_last`` rows run fastpanc's
 network with ``fuse_inference("auto", channels_last=True)`` (every layer NDHWC) and time the contiguous fused
-network in the same interleaved rounds, so the row also holds the channels-last / contiguous ratio.
+network in the same interleaved rounds, so the row also holds the channels-last / contiguous ratio. The
+``channels_last_winograd`` row adds ``winograd=True`` (the wide 3x3x3 convolutions by Winograd,
+``fastpanc.ops.conv3d_same``) and times the channels-last network without it in the same rounds; it also records
+the memory of the transformed weights it caches.
 
     pytest benchmarks/bench_network.py --benchmark-enable -s
 """
@@ -68,6 +71,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
         ("cpu", "bfloat16", "contiguous"),
         ("cpu", "float32", "channels_last"),
         ("cpu", "bfloat16", "channels_last"),
+        ("cpu", "float32", "channels_last_winograd"),
         pytest.param("cuda", "float16", "contiguous", marks=CUDA),
     ],
 )
@@ -82,10 +86,13 @@ def test_network_forward_vs_nnunet(benchmark, shared_data, device, precision, la
             pytest.skip("this CPU has no native bfloat16 (AVX512-BF16/AMX)")
     ref, ours, patch = _nets(shared_data)
     ref, ours = ref.to(device), ours.to(device)
-    contiguous = None
+    contiguous = None  # the network timed in the same rounds as the row's second reference
     if layout == "channels_last":
         contiguous = ours
         ours = copy.deepcopy(ours).fuse_inference("auto", channels_last=True)
+    elif layout == "channels_last_winograd":
+        contiguous = copy.deepcopy(ours).fuse_inference("auto", channels_last=True)
+        ours = copy.deepcopy(ours).fuse_inference("auto", channels_last=True, winograd=True)
     x = torch.randn(1, 1, *patch, generator=torch.Generator().manual_seed(1)).to(device)
     dtype = getattr(torch, precision)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -125,7 +132,25 @@ def test_network_forward_vs_nnunet(benchmark, shared_data, device, precision, la
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
-    if cont:
+    if cont and layout == "channels_last_winograd":
+        d = layout_extra.pop("max_abs_logit_diff_to_contiguous_fused")
+        layout_extra["max_abs_logit_diff_to_channels_last"] = d
+        layout_extra["channels_last_s"] = min(cont)
+        layout_extra["channels_last_median_s"] = statistics.median(cont)
+        layout_extra["channels_last_over_winograd"] = min(cont) / min(fast)
+        from fastpanc.ops import winograd
+
+        layout_extra["winograd_weights_gib"] = (
+            sum(u.numel() * 4 for _, per_tile in winograd._transformed.values() for u in per_tile.values())
+            / 2**30
+        )
+        print(
+            f"[network {precision}] channels-last {min(cont):.3f} s, with Winograd {min(fast):.3f} s: "
+            f"{min(cont) / min(fast):.3f}x; max |logit diff| {d:.2e}; transformed weights "
+            f"{layout_extra['winograd_weights_gib']:.2f} GiB",
+            file=sys.stderr,
+        )
+    elif cont:
         layout_extra["contiguous_fused_s"] = min(cont)
         layout_extra["contiguous_fused_median_s"] = statistics.median(cont)
         layout_extra["contiguous_over_channels_last"] = min(cont) / min(fast)
@@ -135,7 +160,7 @@ def test_network_forward_vs_nnunet(benchmark, shared_data, device, precision, la
             file=sys.stderr,
         )
     record(
-        f"network_forward_{precision}" + ("_channels_last" if layout == "channels_last" else ""),
+        f"network_forward_{precision}" + ("" if layout == "contiguous" else f"_{layout}"),
         min(base),
         min(fast),
         COMMAND,

@@ -22,6 +22,7 @@ from fastpanc.model.pointwise import POINTWISE
 from fastpanc.ops.norm_act import instance_norm_act
 from fastpanc.ops.pool import avg_pool_down
 from fastpanc.ops.upsample import depth_to_space_cat, transposed_conv_as_1x1_weight
+from fastpanc.ops.winograd import conv3d_same
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _TRANSP = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -116,6 +117,15 @@ class ConvNormAct(nn.Module):
         # takes when the convolution did not write it (torch runs small and one-channel convolutions through a
         # path that writes contiguous outputs); converting here costs one copy, the next layer would make two
         self.fused_format: torch.memory_format | None = None
+        # inference, set by fuse_inference(winograd=True) where winograd_eligible(conv): a backend name runs the
+        # convolution as fastpanc.ops.conv3d_same (Winograd F(2, 3) on the CPU where it is the faster kernel)
+        self.fused_conv: str | None = None
+
+    def conv_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """This block's convolution: ``fastpanc.ops.conv3d_same`` when ``fused_conv`` is set, the module else."""
+        if self.fused_conv is not None:
+            return conv3d_same(x, self.conv.weight, self.conv.bias, backend=self.fused_conv)
+        return self.conv(x)
 
     def norm_act(
         self, y: torch.Tensor, residual: torch.Tensor | None = None, slope: float | None = None
@@ -138,18 +148,35 @@ class ConvNormAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused_norm is not None:
-            y = self.conv(x)
+            y = self.conv_forward(x)
             if self.fused_format is not None and not y.is_contiguous(memory_format=self.fused_format):
                 y = y.contiguous(memory_format=self.fused_format)
             return self.norm_act(y)
         return self.all_modules(x)
 
 
-def fuse_inference(module: nn.Module, backend: str | None = "auto") -> None:
+def winograd_eligible(conv: nn.Module) -> bool:
+    """Whether ``conv`` is a convolution :func:`fastpanc.ops.conv3d_same` computes: 3D, (3, 3, 3) or (1, 3, 3)
+    kernel, stride 1, 'same' zero padding, no dilation or groups."""
+    return (
+        type(conv) is nn.Conv3d
+        and tuple(conv.kernel_size) in ((3, 3, 3), (1, 3, 3))
+        and tuple(conv.stride) == (1, 1, 1)
+        and tuple(conv.dilation) == (1, 1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and tuple(conv.padding) == tuple(k // 2 for k in conv.kernel_size)
+    )
+
+
+def fuse_inference(module: nn.Module, backend: str | None = "auto", winograd: bool = False) -> None:
     """Switch the blocks under ``module`` to fused inference passes run by ``backend`` (a
     ``fastpanc.ops`` backend name), or back to the torch modules with ``None``.
 
-    - every :class:`ConvNormAct`: norm (+ residual) + LeakyReLU as one ``instance_norm_act`` pass;
+    - every :class:`ConvNormAct`: norm (+ residual) + LeakyReLU as one ``instance_norm_act`` pass; with
+      ``winograd``, its stride-1 3x3x3 and 1x3x3 convolution as ``conv3d_same`` (``auto``: Winograd F(2, 3) for
+      float32 CPU inference from :data:`fastpanc.ops.winograd.MIN_CHANNELS` input channels, ``F.conv3d`` else;
+      its output is channels-last, so this is for channels-last networks);
     - every :class:`UNetDecoder`: each transposed convolution as a 1x1 convolution plus
       ``depth_to_space_cat``, which also writes the skip (no ``torch.cat``);
     - every :class:`BasicBlockD`: the strided skip's average pooling as ``avg_pool_down`` in the input's dtype.
@@ -160,6 +187,7 @@ def fuse_inference(module: nn.Module, backend: str | None = "auto") -> None:
     for m in module.modules():
         if isinstance(m, ConvNormAct):
             m.fused_norm = _norm_backend(m, backend, "fuse_inference")
+            m.fused_conv = _conv_backend(m, backend, winograd)
         elif isinstance(m, UNetDecoder):
             m.fused_upsample = backend
         elif isinstance(m, BasicBlockD):
@@ -178,6 +206,16 @@ def fuse_training(module: nn.Module, backend: str | None = "auto") -> None:
     for m in module.modules():
         if isinstance(m, ConvNormAct):
             m.fused_norm = _norm_backend(m, backend, "fuse_training")
+            m.fused_conv = None
+
+
+def _conv_backend(m: ConvNormAct, backend: str | None, winograd: bool) -> str | None:
+    """``conv3d_same``'s backend for ``m``'s convolution: ``auto`` (Winograd only where it is the faster kernel:
+    an explicit ``cpu`` for the fused passes must not force it onto narrow layers, bfloat16 or autograd), the
+    ``reference`` when asked, ``None`` (the module) without ``winograd`` or for other convolutions."""
+    if backend is None or not winograd or not winograd_eligible(m.conv):
+        return None
+    return "reference" if backend == "reference" else "auto"
 
 
 def _norm_backend(m: ConvNormAct, backend: str | None, caller: str) -> str | None:
@@ -234,7 +272,8 @@ class BasicBlockD(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv2.fused_norm is not None:  # conv2's norm, the residual and nonlin2 in one pass
             residual = self._fused_skip(x)
-            return self.conv2.norm_act(self.conv2.conv(self.conv1(x)), residual, self.nonlin2.negative_slope)
+            y = self.conv2.conv_forward(self.conv1(x))
+            return self.conv2.norm_act(y, residual, self.nonlin2.negative_slope)
         residual = self.skip(x)
         out = self.conv2(self.conv1(x))
         out = out + residual

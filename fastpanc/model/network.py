@@ -225,7 +225,7 @@ class MultitaskResEncUNet(nn.Module):
         return NetOutput(seg=seg, cls=cls_logits)
 
     def fuse_inference(
-        self, backend: str | None = "auto", channels_last: bool = False
+        self, backend: str | None = "auto", channels_last: bool = False, winograd: bool = False
     ) -> MultitaskResEncUNet:
         """Prediction only: switch to the fused inference passes of :func:`fastpanc.model.blocks.fuse_inference`
         (norm + residual + LeakyReLU, skip pooling, decoder upsampling) run by ``backend``, or back to the torch
@@ -237,13 +237,24 @@ class MultitaskResEncUNet(nn.Module):
         its ops take either layout). oneDNN's CPU convolutions run faster on that layout, and the fused passes
         have channels-last kernels (torch's instance norm is slow on it, so this needs a ``backend``). The logits
         equal the contiguous fused path's to float32 rounding (benchmarks/RESULTS.md has the timings).
+
+        ``winograd`` (with ``channels_last``): the stride-1 3x3x3 and 1x3x3 convolutions go through
+        ``fastpanc.ops.conv3d_same``, whose ``auto`` takes Winograd for float32 CPU inference on wide layers
+        (:data:`fastpanc.ops.winograd.MIN_CHANNELS`) and oneDNN's kernel elsewhere. Off by default: on the 2-core
+        AVX-512 CPU of benchmarks/RESULTS.md the whole network ran slower with it, and the transformed weights
+        take memory (benchmarks/bench_winograd.py measures both on the machine at hand).
         """
         if channels_last and backend is None:
             raise ValueError(
                 "fuse_inference: channels_last=True needs a backend for the fused passes (torch's instance norm "
                 "is slow on channels-last tensors), got backend=None"
             )
-        fuse_inference(self, backend)
+        if winograd and not channels_last:
+            raise ValueError(
+                "fuse_inference: winograd=True needs channels_last=True (the Winograd convolution reads and writes "
+                "channels-last tensors)"
+            )
+        fuse_inference(self, backend, winograd=winograd)
         self._set_channels_last(channels_last)
         return self
 

@@ -27,6 +27,7 @@ from fastpanc.ops.upsample import (
     depth_to_space_cat_reference,
     transposed_conv_as_1x1_weight,
 )
+from fastpanc.ops.winograd import conv3d_same, conv3d_same_reference
 
 __all__ = [
     "BackendUnavailableError",
@@ -37,6 +38,8 @@ __all__ = [
     "instance_norm_act_reference",
     "avg_pool_down",
     "avg_pool_down_reference",
+    "conv3d_same",
+    "conv3d_same_reference",
     "depth_to_space_cat",
     "depth_to_space_cat_reference",
     "transposed_conv_as_1x1_weight",

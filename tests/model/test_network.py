@@ -265,6 +265,53 @@ def test_channels_last_fused_inference_matches_contiguous(name: str, size: tuple
         net.fuse_inference(None, channels_last=True)
 
 
+def test_winograd_inference_runs_the_3x3_convolutions_through_conv3d_same(monkeypatch) -> None:
+    """fuse_inference(winograd=True): the stride-1 3x3x3 / 1x3x3 convolutions go through conv3d_same, whose auto
+    takes Winograd from MIN_CHANNELS input channels and MIN_TILES tiles (lowered here so the small test network's
+    layers qualify); the logits stay within Winograd's float32 rounding of the oneDNN convolutions'. Strided and
+    1x1 convolutions keep the module; without winograd nothing changes."""
+    import fastpanc.ops.winograd as W
+
+    net = _randomised(_net("aniso3d", head="attention"))
+    x = torch.randn(1, 1, 8, 24, 32)
+    calls: list[tuple[int, ...]] = []
+    real = W._winograd
+
+    def counting(x, weight, bias, chunk_tiles, tile):
+        calls.append(tuple(weight.shape))
+        return real(x, weight, bias, chunk_tiles, tile)
+
+    monkeypatch.setattr(W, "_winograd", counting)
+    monkeypatch.setattr(W, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(W, "MIN_TILES", 1)
+    eligible = [
+        m
+        for m in net.modules()
+        if isinstance(m, ConvNormAct) and m.conv.stride == (1, 1, 1) and m.conv.kernel_size != (1, 1, 1)
+    ]
+    with torch.inference_mode():
+        want = net.fuse_inference("cpu", channels_last=True)(x)
+        assert not calls and all(m.fused_conv is None for m in eligible)  # winograd is asked for, not default
+        net.fuse_inference("cpu", channels_last=True, winograd=True)
+        assert all(m.fused_conv == "auto" for m in eligible)
+        assert all(
+            m.fused_conv is None for m in net.modules() if isinstance(m, ConvNormAct) and m not in eligible
+        )
+        got = net(x)
+    assert len(calls) == len(eligible) and (12, 12, 3, 3, 3) in calls and (4, 4, 1, 3, 3) in calls
+    for w, g in zip(want.seg, got.seg):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-3 * w.abs().max().item())
+    torch.testing.assert_close(got.cls, want.cls, rtol=1e-3, atol=1e-3)
+    calls.clear()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        net(x)  # autocast: the bfloat16 oneDNN convolutions, never Winograd
+    with torch.no_grad():
+        net.fuse_training("cpu")(x)  # training fusion leaves the convolutions to the modules
+    assert not calls and all(m.fused_conv is None for m in eligible)
+    with pytest.raises(ValueError, match="needs channels_last"):
+        net.fuse_inference("cpu", winograd=True)
+
+
 def test_channels_last_under_bf16_autocast() -> None:
     net = _randomised(_net("aniso3d", num_subtypes=0))
     x = torch.randn(1, 1, 8, 24, 32)
