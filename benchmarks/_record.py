@@ -22,7 +22,18 @@ def machine() -> str:
             return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
     except Exception:
         pass
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores (python {platform.python_version()})"
+    return f"{cpu_model()}, {os.cpu_count()} cores (python {platform.python_version()})"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else the architecture: CPU timings depend on it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{platform.machine()} CPU"
 
 
 def record(
