@@ -10,7 +10,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 log = logging.getLogger("fastpanc")
 
@@ -264,13 +264,32 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _prefer_passive_openmp() -> None:
-    """OpenMP threads (fastpanc's kernels and torch share one runtime) wait passively unless the user
-    chose otherwise: spinning at the end of each parallel pass costs 2-6x CPU time when the cores are
-    shared or oversubscribed (measured in benchmarks/RESULTS.md). Must run before torch is imported."""
+def openmp_wait_policy(command: str | None, environ: Mapping[str, str]) -> str | None:
+    """The ``OMP_WAIT_POLICY`` the CLI sets for ``command``, or None to leave the environment as it is.
+
+    A policy the user set is kept. Otherwise OpenMP threads (fastpanc's kernels and torch share one runtime)
+    wait passively: spinning at the end of each parallel pass costs 2-6x CPU time when the cores are shared
+    or oversubscribed (worker processes of preprocessing and export, measured in benchmarks/RESULTS.md).
+    ``train`` in a single process is the exception: a small network's many short parallel regions pay the
+    wake-up of sleeping threads on every op (a CPU step of benchmarks/train_proof.sh's configuration took
+    115 ms passive against 73 ms with the runtime's default), so it keeps the runtime's default (spin a
+    while, then sleep). Several processes of one ``torchrun`` job share the cores, so they wait passively.
+    """
+    if "OMP_WAIT_POLICY" in environ:
+        return None
+    if command == "train" and int(environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return None
+    return "PASSIVE"
+
+
+def _set_openmp_wait_policy(command: str | None) -> None:
+    """Apply :func:`openmp_wait_policy`; it takes effect only before torch is imported (the command line
+    parsers import no torch)."""
     import os
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    policy = openmp_wait_policy(command, os.environ)
+    if policy is not None:
+        os.environ["OMP_WAIT_POLICY"] = policy
 
 
 def _setup_logging(verbose: int) -> None:
@@ -319,9 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _prefer_passive_openmp()
     parser = build_parser()
     args = parser.parse_args(argv)
+    _set_openmp_wait_policy(args.command)
     if args.command is None:
         parser.print_help()
         return EXIT_USER_ERROR
@@ -330,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
-    _prefer_passive_openmp()
+    _set_openmp_wait_policy("predict")
     parser = argparse.ArgumentParser(
         prog="fastpanc-predict", description="Predict pancreas, lesion and subtype."
     )
