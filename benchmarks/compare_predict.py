@@ -12,6 +12,7 @@ Agreement with nnU-Net: fraction of equal voxels and per-label Dice of the masks
 
     python benchmarks/compare_predict.py --cases 3 --device cpu          # CPU: no TTA (time)
     python benchmarks/compare_predict.py --cases 16 --device cuda --tta  # GPU
+    python benchmarks/compare_predict.py --images A.nii.gz B.nii.gz      # other images (printed, not recorded)
 """
 
 from __future__ import annotations
@@ -41,13 +42,15 @@ _WRAP = (
 )
 
 
-def shared_data() -> Path:
+def shared_data(need_test_images: bool = True) -> Path:
+    """The shared data folder (its plans give the model; its test images are the default inputs)."""
     env = os.environ.get("FASTPANC_SHARED_DATA")
+    want = "test_images" if need_test_images else "plans"
     for c in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
-        if (c / "real" / "test_images").is_dir():
+        if (c / "real" / want).is_dir():
             return c
     raise FileNotFoundError(
-        "real CT data not found: expected ../shared/data/real/test_images (or set FASTPANC_SHARED_DATA)"
+        f"real CT data not found: expected ../shared/data/real/{want} (or set FASTPANC_SHARED_DATA)"
     )
 
 
@@ -127,15 +130,28 @@ def agreement(ref_dir: Path, dirs: dict[str, Path], cases: list[str]) -> dict[st
     return out
 
 
-def run(n_cases: int, device: str, tta: bool, work: Path) -> dict:
-    data = shared_data()
-    images = sorted((data / "real" / "test_images").glob("*_0000.nii.gz"))[:n_cases]
-    cases = [p.name[: -len("_0000.nii.gz")] for p in images]
+def input_name(path: Path) -> str:
+    """The file's name in the input folder: ``{CASE}_0000.nii.gz`` (a name without the channel gets one)."""
+    name = path.name
+    if not name.endswith(".nii.gz"):
+        raise ValueError(f"{path}: expected a .nii.gz image")
+    return name if name.endswith("_0000.nii.gz") else name[: -len(".nii.gz")] + "_0000.nii.gz"
+
+
+def run(n_cases: int, device: str, tta: bool, work: Path, images: list[Path] | None = None) -> dict:
+    """Predict ``images`` (default: the first ``n_cases`` real test images) with the three tools."""
+    data = shared_data(need_test_images=images is None)
+    if images is None:
+        images = sorted((data / "real" / "test_images").glob("*_0000.nii.gz"))[:n_cases]
+    names = [input_name(p) for p in images]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two images would have the same case name: {names}")
+    cases = [n[: -len("_0000.nii.gz")] for n in names]
     inp = work / "input"
     inp.mkdir(parents=True, exist_ok=True)
-    for p in images:
-        (inp / p.name).unlink(missing_ok=True)
-        (inp / p.name).symlink_to(p)
+    for p, name in zip(images, names):
+        (inp / name).unlink(missing_ok=True)
+        (inp / name).symlink_to(p.resolve())
         p.read_bytes()  # page cache warm for every tool alike
     model = make_model_folder(work / "model", data / "real" / "plans" / PLANS)
     env = dict(os.environ, nnUNet_raw=str(work), nnUNet_preprocessed=str(work), nnUNet_results=str(work))
@@ -186,7 +202,8 @@ def run(n_cases: int, device: str, tta: bool, work: Path) -> dict:
 def markdown(r: dict) -> str:
     n = len(r["cases"])
     lines = [
-        f"{n} real test images, device {r['device']}, TTA {'on' if r['tta'] else 'off'}, ResEnc M, 1 fold",
+        f"{n} {r.get('inputs', 'real test images')}, device {r['device']}, TTA {'on' if r['tta'] else 'off'}, "
+        "ResEnc M, 1 fold",
         "",
         "| tool | total s | s / case | speed-up | peak RSS GiB | voxels equal to nnU-Net (mean / worst case) "
         "| Dice vs nnU-Net (pancreas / lesion) |",
@@ -212,12 +229,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--tta", action="store_true", help="mirroring TTA for every tool (default off)")
     ap.add_argument("--work", help="working folder (default: a temporary one)")
+    ap.add_argument(
+        "--images",
+        nargs="+",
+        type=Path,
+        help="other .nii.gz images instead of the test images (printed only: benchmarks/results keeps the "
+        "rows of the 16 test images)",
+    )
     args = ap.parse_args(argv)
+    for p in args.images or []:
+        if not p.is_file():
+            ap.error(f"--images: {p} is not a file")
     with tempfile.TemporaryDirectory(prefix="fastpanc-predict-bench-") as tmp:
-        r = run(args.cases, args.device, args.tta, Path(args.work or tmp))
+        r = run(args.cases, args.device, args.tta, Path(args.work or tmp), args.images)
+    if args.images:
+        r["inputs"] = "image(s): " + ", ".join(p.name for p in args.images)
     print(markdown(r))
     for mode in ("exact", "fast"):
         print(f"\nfastpanc {mode} --profile:\n{r[mode]['profile']}")
+    if args.images:
+        print("\n--images: not recorded in benchmarks/results (those rows are the 16 test images')")
+        return 0
     shown = [a for a in (argv if argv is not None else sys.argv[1:])]
     if "--work" in shown:  # a temporary folder: not part of the command to rerun
         i = shown.index("--work")
