@@ -172,39 +172,37 @@ inline TileIndex tile_index(const Tiles& T, int64_t t) {
   return {t / (T.TX * T.TY * T.TZ), (t / (T.TX * T.TY)) % T.TZ, (t / T.TX) % T.TY, t % T.TX};
 }
 
-void input_tiles(const float* x, float* V, int64_t Z, int64_t Y, int64_t X, int64_t C, int kz, int m, int64_t t0,
-                 int64_t nt, int64_t ld) {
-  const Spec S = spec_of(m);
-  const Tiles T = tiles_of(Z, Y, X, kz, S);
+// Runs fn(tile, j, b0, b1) for the tiles t0 .. t0 + nt - 1 over the OpenMP threads, each thread with its two
+// scratch buffers of one transformed tile of kBlock channels.
+template <typename Fn>
+void for_each_tile(const Spec& S, const Tiles& T, int64_t t0, int64_t nt, Fn fn) {
 #pragma omp parallel
   {
     std::vector<float> scratch(2 * S.alpha * S.alpha * S.alpha * kBlock);
     float* b0 = scratch.data();
     float* b1 = b0 + S.alpha * S.alpha * S.alpha * kBlock;
 #pragma omp for schedule(static)
-    for (int64_t j = 0; j < nt; ++j) {
-      const TileIndex t = tile_index(T, t0 + j);
-      input_tile(S, x, V, b0, b1, Z, Y, X, C, T.nz, t.b, T.nz > 1 ? m * t.iz - 1 : t.iz, m * t.iy - 1, m * t.ix - 1,
-                 j, ld);
-    }
+    for (int64_t j = 0; j < nt; ++j) fn(tile_index(T, t0 + j), j, b0, b1);
   }
+}
+
+void input_tiles(const float* x, float* V, int64_t Z, int64_t Y, int64_t X, int64_t C, int kz, int m, int64_t t0,
+                 int64_t nt, int64_t ld) {
+  const Spec S = spec_of(m);
+  const Tiles T = tiles_of(Z, Y, X, kz, S);
+  for_each_tile(S, T, t0, nt, [&](const TileIndex& t, int64_t j, float* b0, float* b1) {
+    input_tile(S, x, V, b0, b1, Z, Y, X, C, T.nz, t.b, T.nz > 1 ? m * t.iz - 1 : t.iz, m * t.iy - 1, m * t.ix - 1, j,
+               ld);
+  });
 }
 
 void output_tiles(const float* M, const float* bias, float* out, int64_t Z, int64_t Y, int64_t X, int64_t Co, int kz,
                   int m, int64_t t0, int64_t nt, int64_t ld) {
   const Spec S = spec_of(m);
   const Tiles T = tiles_of(Z, Y, X, kz, S);
-#pragma omp parallel
-  {
-    std::vector<float> scratch(2 * S.alpha * S.alpha * S.alpha * kBlock);
-    float* b0 = scratch.data();
-    float* b1 = b0 + S.alpha * S.alpha * S.alpha * kBlock;
-#pragma omp for schedule(static)
-    for (int64_t j = 0; j < nt; ++j) {
-      const TileIndex t = tile_index(T, t0 + j);
-      output_tile(S, M, bias, out, b0, b1, Z, Y, X, Co, T.nz, t.b, t.iz * T.mz, m * t.iy, m * t.ix, j, ld);
-    }
-  }
+  for_each_tile(S, T, t0, nt, [&](const TileIndex& t, int64_t j, float* b0, float* b1) {
+    output_tile(S, M, bias, out, b0, b1, Z, Y, X, Co, T.nz, t.b, t.iz * T.mz, m * t.iy, m * t.ix, j, ld);
+  });
 }
 
 void check(const char* name, int64_t B, int64_t Z, int64_t Y, int64_t X, int64_t C, int kz, int m, int64_t t0,
