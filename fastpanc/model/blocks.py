@@ -118,7 +118,7 @@ class ConvNormAct(nn.Module):
         # path that writes contiguous outputs); converting here costs one copy, the next layer would make two
         self.fused_format: torch.memory_format | None = None
         # inference, set by fuse_inference(winograd=True) where winograd_eligible(conv): a backend name runs the
-        # convolution as fastpanc.ops.conv3d_same (Winograd F(2, 3) on the CPU where it is the faster kernel)
+        # convolution as fastpanc.ops.conv3d_same (Winograd on the CPU where it is the faster kernel)
         self.fused_conv: str | None = None
 
     def conv_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,7 +174,7 @@ def fuse_inference(module: nn.Module, backend: str | None = "auto", winograd: bo
     ``fastpanc.ops`` backend name), or back to the torch modules with ``None``.
 
     - every :class:`ConvNormAct`: norm (+ residual) + LeakyReLU as one ``instance_norm_act`` pass; with
-      ``winograd``, its stride-1 3x3x3 and 1x3x3 convolution as ``conv3d_same`` (``auto``: Winograd F(2, 3) for
+      ``winograd``, its stride-1 3x3x3 and 1x3x3 convolution as ``conv3d_same`` (``auto``: Winograd F(4, 3) for
       float32 CPU inference from :data:`fastpanc.ops.winograd.MIN_CHANNELS` input channels, ``F.conv3d`` else;
       its output is channels-last, so this is for channels-last networks);
     - every :class:`UNetDecoder`: each transposed convolution as a 1x1 convolution plus

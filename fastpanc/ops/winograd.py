@@ -102,8 +102,13 @@ def _cached_weight(weight: torch.Tensor, tile: int) -> torch.Tensor:
     return u
 
 
+def _weight_shape_ok(weight: torch.Tensor) -> bool:
+    """A ``(Co, C, kz, 3, 3)`` weight with ``kz`` 1 or 3: the kernels the transforms take."""
+    return weight.dim() == 5 and weight.shape[2] in (1, 3) and tuple(weight.shape[3:]) == (3, 3)
+
+
 def _check_weight(weight: torch.Tensor) -> None:
-    if weight.dim() != 5 or weight.shape[2] not in (1, 3) or tuple(weight.shape[3:]) != (3, 3):
+    if not _weight_shape_ok(weight):
         raise ValueError(
             f"conv3d_same: Winograd takes (Co, C, kz, 3, 3) weights with kz 1 or 3, got {tuple(weight.shape)}"
         )
@@ -127,7 +132,7 @@ def _winograd_reason(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         return "CPU autocast is on: the convolution runs in its autocast dtype (F.conv3d)"
     if x.dtype != torch.float32 or weight.dtype != torch.float32:
         return f"the Winograd kernel takes float32, got {x.dtype} input and {weight.dtype} weight"
-    if weight.dim() != 5 or weight.shape[2] not in (1, 3) or tuple(weight.shape[3:]) != (3, 3):
+    if not _weight_shape_ok(weight):
         return f"the Winograd kernel takes (Co, C, 1 or 3, 3, 3) weights, got {tuple(weight.shape)}"
     return None
 
@@ -147,8 +152,8 @@ def conv3d_same(
             layouts are converted first).
         weight: ``(Co, C, kz, ky, kx)``; Winograd takes ``(kz, ky, kx)`` = ``(3, 3, 3)`` or ``(1, 3, 3)``.
         bias: ``(Co,)`` or None.
-        backend: ``auto``, ``reference`` (``F.conv3d``) or ``cpu`` (Winograd F(2, 3): C++ transforms and
-            ``torch.bmm``; float32, inference only).
+        backend: ``auto``, ``reference`` (``F.conv3d``) or ``cpu`` (Winograd F(``tile``, 3): C++ transforms
+            and ``torch.bmm``; float32, inference only).
         chunk_tiles: tiles per chunk (default: as many as fit :data:`CHUNK_BYTES`); tests use small ones.
         tile: Winograd's outputs per tile and axis, 2 (F(2, 3)) or 4 (F(4, 3)); default :data:`TILE`.
 
@@ -166,11 +171,13 @@ def conv3d_same(
         raise ValueError(f"conv3d_same: 'same' padding needs odd kernel sizes, got {tuple(weight.shape[2:])}")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"conv3d_same: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    tile = TILE if tile is None else tile
+    _check_tile(tile)
     if backend == "auto":
         # Winograd where it is the faster path; F.conv3d (oneDNN, cuDNN) is the right kernel everywhere else
         use = (
             x.shape[1] >= MIN_CHANNELS
-            and _tile_count(x.shape, weight.shape[2], TILE if tile is None else tile) >= MIN_TILES
+            and _tile_count(x.shape, weight.shape[2], tile) >= MIN_TILES
             and _winograd_reason(x, weight, bias) is None
         )
         name = "cpu" if use else "reference"
@@ -181,8 +188,6 @@ def conv3d_same(
             {"reference": lambda: None, "cpu": lambda: _winograd_reason(x, weight, bias)},
             ["cpu", "reference"],
         )
-    tile = TILE if tile is None else tile
-    _check_tile(tile)
     if name == "reference":
         return conv3d_same_reference(x, weight, bias)
     return _winograd(x, weight, bias, chunk_tiles, tile)
