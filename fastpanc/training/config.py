@@ -145,6 +145,11 @@ class TrainConfig:
     oversample_foreground: float = 0.33
     lesion_fraction: float = 0.5  # share of forced-foreground samples centred on a lesion voxel
     ema_alpha: float = 0.9
+    # exponential moving average of the weights, decay per optimiser step (0: off, as nnU-Net). With it on,
+    # validation (and so the best checkpoint) and the saved ``network_weights`` use the averaged weights; the
+    # trained ones are kept in the checkpoint's trainer state for --resume. The decay warms up as
+    # min(weight_ema, (1 + t) / (10 + t)) at step t, so the first steps do not hold on to the initialisation
+    weight_ema: float = 0.0
     seed: int = 0
     num_workers: int = 2
     prefetch: int = 4  # batches prepared ahead
@@ -175,6 +180,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         for name in ("momentum", "oversample_foreground", "lesion_fraction", "ema_alpha"):
             _check_prob(name, getattr(self, name))
+        if not 0.0 <= self.weight_ema < 1.0:
+            raise ValueError(f"weight_ema must be in [0, 1) (0: off), got {self.weight_ema}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         for name in ("weight_decay", "poly_exponent", "grad_clip", "lambda_cls", "focal_gamma"):

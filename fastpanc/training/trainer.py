@@ -9,6 +9,7 @@ everything that decides the rest of the run, so 1 + 1 epochs give the weights of
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import random
@@ -163,6 +164,11 @@ class Trainer:
                 "this %s run trains with torch's InstanceNorm and LeakyReLU",
                 self.device.type,
             )
+        # the weight EMA (cfg.weight_ema): a copy of the (fused) network whose weights follow the trained ones
+        self.averaged: torch.nn.Module | None = None
+        if cfg.weight_ema > 0:
+            self.averaged = copy.deepcopy(self.network).requires_grad_(False)
+        self.weight_ema_steps = 0
         self.model: torch.nn.Module = self.network
         self.nonfinite_steps = 0  # optimizer steps skipped for a non-finite gradient norm (train_step)
         if self.dist.enabled:
@@ -216,13 +222,48 @@ class Trainer:
             return self.elapsed_s / (60.0 * self.config.minutes)
         return self.epoch / self.config.epochs
 
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The network that validation measures and checkpoints save as ``network_weights``: the weight EMA when
+        ``weight_ema`` is on, else the trained network."""
+        return self.network if self.averaged is None else self.averaged
+
+    @torch.no_grad()
+    def update_weight_ema(self) -> None:
+        """After an optimiser step: ``avg = decay * avg + (1 - decay) * weights`` (buffers copied), with the decay
+        warmed up as ``min(weight_ema, (1 + t) / (10 + t))``."""
+        if self.averaged is None:
+            return
+        self.weight_ema_steps += 1
+        t = self.weight_ema_steps
+        decay = min(self.config.weight_ema, (1.0 + t) / (10.0 + t))
+        averaged, live_params = list(self.averaged.parameters()), list(self.network.parameters())
+        if len(averaged) != len(live_params):
+            raise RuntimeError("the weight EMA's network no longer matches the trained one")
+        # one fused pass over all tensors (a Python loop of lerp_ costs 4x more: 0.8 ms a step on the proof net)
+        torch._foreach_lerp_(averaged, [p.detach() for p in live_params], 1.0 - decay)
+        for avg, live in zip(self.averaged.buffers(), self.network.buffers(), strict=True):
+            avg.copy_(live)
+
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
-        """The checkpoint dict (plain data; nnU-Net's keys plus ``config``, ``fastpanc`` and ``trainer_state``)."""
+        """The checkpoint dict (plain data; nnU-Net's keys plus ``config``, ``fastpanc`` and ``trainer_state``).
+
+        ``network_weights`` are the weights to predict with (the weight EMA when on); the trained weights are
+        then in ``trainer_state["trained_weights"]``."""
         aug = self.config.augmentation
         mirror = list(aug.mirror_axes) if aug.enabled and aug.p_mirror_axis > 0 else []
+        trainer_state: dict[str, Any] = {
+            "ema": self.ema,
+            "best_ema": self.best_ema,
+            "elapsed_s": self.elapsed_s,
+            "rng": ckpt.rng_states(),
+        }
+        if self.averaged is not None:
+            trainer_state["trained_weights"] = self.network.state_dict()
+            trainer_state["weight_ema_steps"] = self.weight_ema_steps
         return {
-            "network_weights": self.network.state_dict(),
+            "network_weights": self.evaluated.state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
             "grad_scaler_state": self.scaler.state_dict() if self.scaler is not None else None,
             "current_epoch": self.epoch,
@@ -232,21 +273,21 @@ class Trainer:
             "trainer_name": TRAINER_NAME,
             "config": self.config.to_dict(),
             "fastpanc": ckpt.to_plain(self.plans["fastpanc"]),
-            "trainer_state": {
-                "ema": self.ema,
-                "best_ema": self.best_ema,
-                "elapsed_s": self.elapsed_s,
-                "rng": ckpt.rng_states(),
-            },
+            "trainer_state": trainer_state,
         }
 
     def _load(self, path: Path) -> dict[str, list[float]]:
         state = ckpt.load_checkpoint(path)
-        self.network.load_state_dict(state["network_weights"])
+        ts = state["trainer_state"]
+        if self.averaged is not None:
+            self.network.load_state_dict(ts["trained_weights"])
+            self.averaged.load_state_dict(state["network_weights"])
+            self.weight_ema_steps = int(ts["weight_ema_steps"])
+        else:
+            self.network.load_state_dict(state["network_weights"])
         self.optimizer.load_state_dict(state["optimizer_state"])
         if self.scaler is not None and state["grad_scaler_state"] is not None:
             self.scaler.load_state_dict(state["grad_scaler_state"])
-        ts = state["trainer_state"]
         self.epoch, self.ema, self.best_ema, self.elapsed_s = (
             int(state["current_epoch"]),
             ts["ema"],
@@ -285,11 +326,13 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.update_weight_ema()
         else:
             total.backward()
             norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
             if torch.isfinite(norm):
                 self.optimizer.step()
+                self.update_weight_ema()
             else:
                 # as a GradScaler skips an fp16 step with inf/NaN gradients: a non-finite gradient would turn every
                 # weight into NaN through the clipping; bf16 on the CPU has no scaler, so skip the step here
@@ -336,7 +379,7 @@ class Trainer:
         if self.dist.is_main:
             row.update(
                 validate(
-                    self.network,
+                    self.evaluated,
                     self.val_sampler,
                     cfg.val_iterations,
                     lambda out, seg, sub: self.objective(out, seg, sub, self.epoch),

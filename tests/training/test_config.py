@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +51,8 @@ def test_json_round_trip(tmp_path) -> None:
         ({"patch_size": (16, 32)}, "patch_size must be three"),
         ({"head": "mlp"}, "head must be one of"),
         ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"weight_ema": 1.0}, "weight_ema"),
+        ({"weight_ema": -0.1}, "weight_ema"),
         ({"augmentation": AugmentConfig(p_rotation=0.1)}, None),
     ],
 )
@@ -84,3 +88,10 @@ def test_unknown_keys_are_errors(tmp_path) -> None:
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="JSON object"):
         TrainConfig.load(tmp_path / "bad.json")
+
+
+def test_every_config_key_is_documented() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
+    for cls in (TrainConfig, AugmentConfig, NetworkOverrides):
+        for f in dataclasses.fields(cls):
+            assert f"`{f.name}`" in doc, f"{cls.__name__}.{f.name} is missing from docs/training.md"

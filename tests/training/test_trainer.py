@@ -247,6 +247,48 @@ def test_exact_resume_and_checkpoint_contents(tiny_preprocessed: Path, tmp_path:
     assert list((folder / "fold_0").glob("*.tmp*")) == []
 
 
+def test_weight_ema_follows_the_trained_weights(tiny_preprocessed: Path, tmp_path: Path) -> None:
+    cfg = LEARN.replace(weight_ema=0.5)
+    tr = Trainer(tiny_preprocessed, tmp_path / "m", cfg, "cpu")
+    assert tr.evaluated is tr.averaged and tr.averaged is not tr.network
+    expected = [p.detach().clone() for p in tr.network.parameters()]
+    batches = [tr.sampler.sample(0, it) for it in range(3)]
+    for step, b in enumerate(batches, start=1):
+        tr.train_step({k: torch.from_numpy(v) for k, v in b.items()}, seed=step)
+        decay = min(0.5, (1 + step) / (10 + step))  # the warm-up: 0.18, 0.25, 0.31, then 0.5
+        for e, p in zip(expected, tr.network.parameters(), strict=True):
+            e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+    assert tr.weight_ema_steps == 3
+    averaged = list(tr.averaged.parameters())
+    for e, a in zip(expected, averaged, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-6, atol=1e-7)
+    assert any(not torch.equal(a, p) for a, p in zip(averaged, tr.network.parameters(), strict=True))
+    assert not any(a.requires_grad for a in averaged)
+    # the checkpoint predicts with the average and keeps the trained weights for --resume
+    state = tr.state()
+    for k, v in tr.averaged.state_dict().items():
+        assert torch.equal(state["network_weights"][k], v), k
+    for k, v in tr.network.state_dict().items():
+        assert torch.equal(state["trainer_state"]["trained_weights"][k], v), k
+
+
+def test_weight_ema_resume_is_exact(tiny_preprocessed: Path, tmp_path: Path) -> None:
+    cfg = QUICK.replace(weight_ema=0.9)
+    Trainer(tiny_preprocessed, tmp_path / "a", cfg, "cpu").fit()
+    Trainer(tiny_preprocessed, tmp_path / "b", cfg, "cpu").fit(stop_after=1)
+    Trainer(tiny_preprocessed, tmp_path / "b", None, "cpu", resume=True).fit()
+    sa, sb = (torch.load(tmp_path / f"{r}/fold_0/checkpoint_final.pth", weights_only=True) for r in "ab")
+    assert sa["trainer_state"]["weight_ema_steps"] == sb["trainer_state"]["weight_ema_steps"] == 4
+    for wa, wb in (
+        (sa["network_weights"], sb["network_weights"]),
+        (sa["trainer_state"]["trained_weights"], sb["trainer_state"]["trained_weights"]),
+    ):
+        assert wa.keys() == wb.keys()
+        for k in wa:
+            torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
+    assert sa["logging"]["macro_f1"] == sb["logging"]["macro_f1"]
+
+
 def test_network_overrides_are_written_to_plans(tiny_preprocessed: Path, tmp_path: Path) -> None:
     cfg = QUICK.replace(
         epochs=1,
