@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from fastpanc.inference.prepare import Prepared
-from fastpanc.ops import paste, resample, resample_labels, separate_z_axis
+from fastpanc.ops import argmax_labels, paste, resample, resample_labels, separate_z_axis
 
 _RESAMPLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -60,8 +60,8 @@ def export_prediction(
             full[(slice(None), *(slice(a, b) for a, b in prep.bbox))] = probs
             probs_full = full.cpu().numpy()
     if method == "argmax_nearest":
-        return export_labels(logits.argmax(0).to(torch.uint8), prep), probs_full
-    labels = resampled.argmax(0).to(torch.uint8)
+        return export_labels(argmax_labels(logits), prep), probs_full
+    labels = argmax_labels(resampled)
     return paste(labels, prep.shape, prep.bbox, fill=0).cpu().numpy(), probs_full
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from fastpanc.inference.sliding_window import predict_logits
+from fastpanc.ops import argmax_labels
 
 if TYPE_CHECKING:
     from fastpanc.inference.predictor import Predictor
@@ -41,7 +42,7 @@ def find_roi(predictor: Predictor, data: torch.Tensor, timings: dict[str, float]
         divisor=predictor.divisor,
         timings=timings,
     )
-    fg = out.logits.argmax(0) > 0
+    fg = argmax_labels(out.logits) > 0
     if not fg.any():
         log.info("ROI: the coarse pass found no foreground; predicting the whole volume")
         return None

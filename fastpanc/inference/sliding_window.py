@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from fastpanc.inference.config import PADDINGS, SUBTYPE_SOURCES
-from fastpanc.ops import accumulate, finalize, gaussian_map, sliding_window_starts
+from fastpanc.ops import accumulate, argmax_labels, finalize, gaussian_map, sliding_window_starts
 
 log = logging.getLogger("fastpanc.inference")
 
@@ -252,7 +252,7 @@ def predict_logits(
                 acc[(slice(None), *sl)] += seg[i] * gauss
                 weight[sl] += gauss
         if probs is not None:
-            labels = seg.argmax(1)  # (B, *window)
+            labels = torch.stack([argmax_labels(s) for s in seg])  # (B, *window) uint8
             cls_probs.append(probs.cpu())
             lesion_vox.append((labels == LESION).flatten(1).sum(1).cpu())
             pancreas_vox.append((labels == PANCREAS).flatten(1).sum(1).cpu())
@@ -281,7 +281,7 @@ def predict_logits(
             torch.cat(cls_probs), torch.cat(lesion_vox), torch.cat(pancreas_vox)
         )
         if subtype_from == "lesion_window":  # the argmax is only needed here
-            lesion = (labels if labels is not None else logits.argmax(0)) == LESION
+            lesion = (labels if labels is not None else argmax_labels(logits)) == LESION
             # at most the patch, as in training: a window grown by padding="cover" would change what the head
             # pools over (its global context and the lesion's share of the window)
             lesion_window = tuple(min(int(p), w) for p, w in zip(patch_size, window))

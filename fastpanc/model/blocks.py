@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastpanc.model.pointwise import POINTWISE
+from fastpanc.ops.conv_narrow import MAX_CHANNELS as NARROW_MAX_CHANNELS
+from fastpanc.ops.conv_narrow import conv3d_narrow
 from fastpanc.ops.norm_act import instance_norm_act
 from fastpanc.ops.pool import avg_pool_down
 from fastpanc.ops.upsample import depth_to_space_cat, transposed_conv_as_1x1_weight
@@ -120,11 +122,28 @@ class ConvNormAct(nn.Module):
         # inference, set by fuse_inference(winograd=True) where winograd_eligible(conv): a backend name runs the
         # convolution as fastpanc.ops.conv3d_same (Winograd on the CPU where it is the faster kernel)
         self.fused_conv: str | None = None
+        # inference, set by MultitaskResEncUNet.fuse_inference(channels_last=True) where narrow_eligible(conv) (the
+        # stem): a backend name runs the convolution as fastpanc.ops.conv3d_narrow, channels-last out
+        self.narrow_conv: str | None = None
+        # inference, set by fuse_inference(channels_last=True): float32 CPU convolutions straight to oneDNN (see
+        # conv_forward)
+        self.onednn_conv = False
 
     def conv_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """This block's convolution: ``fastpanc.ops.conv3d_same`` when ``fused_conv`` is set, the module else."""
+        """This block's convolution: ``fastpanc.ops.conv3d_same`` when ``fused_conv`` is set,
+        ``fastpanc.ops.conv3d_narrow`` when ``narrow_conv`` is, oneDNN with ``onednn_conv``, the module else."""
         if self.fused_conv is not None:
             return conv3d_same(x, self.conv.weight, self.conv.bias, backend=self.fused_conv)
+        if self.narrow_conv is not None:
+            return conv3d_narrow(x, self.conv.weight, self.conv.bias, backend=self.narrow_conv)
+        if self.onednn_conv and _onednn_takes(x, self.conv):
+            # torch sends a batch-1 float32 convolution with N * C * D * H <= 20480 (the deep, wide, small layers)
+            # to its native kernel, which copies the weight to contiguous on every call and took twice oneDNN's
+            # time on those layers (benchmarks/RESULTS.md); the large ones go to this same oneDNN kernel anyway
+            c = self.conv
+            return torch.ops.aten.mkldnn_convolution(
+                x, c.weight, c.bias, c.padding, c.stride, c.dilation, c.groups
+            )
         return self.conv(x)
 
     def norm_act(
@@ -161,6 +180,37 @@ def winograd_eligible(conv: nn.Module) -> bool:
     return (
         type(conv) is nn.Conv3d
         and tuple(conv.kernel_size) in ((3, 3, 3), (1, 3, 3))
+        and tuple(conv.stride) == (1, 1, 1)
+        and tuple(conv.dilation) == (1, 1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and tuple(conv.padding) == tuple(k // 2 for k in conv.kernel_size)
+    )
+
+
+def _onednn_takes(x: torch.Tensor, conv: nn.Module) -> bool:
+    """Whether ``conv(x)`` can run as ``aten::mkldnn_convolution``: a 3D float32 CPU convolution with zero padding
+    given as sizes, outside autocast and autograd."""
+    return (
+        type(conv) is nn.Conv3d
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and conv.weight.dtype == torch.float32
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+        and not torch.is_autocast_enabled("cpu")
+        and not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad))
+    )
+
+
+def narrow_eligible(conv: nn.Module) -> bool:
+    """Whether ``conv`` is a convolution :func:`fastpanc.ops.conv3d_narrow` takes in ``auto``: 3D, at most
+    :data:`fastpanc.ops.conv_narrow.MAX_CHANNELS` input channels, odd kernel, stride 1, 'same' zero padding, no
+    dilation or groups."""
+    return (
+        type(conv) is nn.Conv3d
+        and conv.in_channels <= NARROW_MAX_CHANNELS
+        and all(k % 2 == 1 for k in conv.kernel_size)
         and tuple(conv.stride) == (1, 1, 1)
         and tuple(conv.dilation) == (1, 1, 1)
         and conv.groups == 1
@@ -206,7 +256,8 @@ def fuse_training(module: nn.Module, backend: str | None = "auto") -> None:
     for m in module.modules():
         if isinstance(m, ConvNormAct):
             m.fused_norm = _norm_backend(m, backend, "fuse_training")
-            m.fused_conv = None
+            m.fused_conv = m.narrow_conv = None
+            m.onednn_conv = False
 
 
 def _conv_backend(m: ConvNormAct, backend: str | None, winograd: bool) -> str | None:

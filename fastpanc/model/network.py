@@ -20,6 +20,7 @@ from fastpanc.model.blocks import (
     UNetDecoder,
     fuse_inference,
     fuse_training,
+    narrow_eligible,
 )
 from fastpanc.model.heads import HeadConfig, build_head
 from fastpanc.model.plans_arch import ArchConfig, arch_from_plans
@@ -236,7 +237,11 @@ class MultitaskResEncUNet(nn.Module):
         segmentation logits back to contiguous ``(B, C, *S)`` on exit (the head's features stay channels-last:
         its ops take either layout). oneDNN's CPU convolutions run faster on that layout, and the fused passes
         have channels-last kernels (torch's instance norm is slow on it, so this needs a ``backend``). The logits
-        equal the contiguous fused path's to float32 rounding (benchmarks/RESULTS.md has the timings).
+        equal the contiguous fused path's to float32 rounding (benchmarks/RESULTS.md has the timings). In 3D it also
+        runs the stem's one-channel convolution by ``fastpanc.ops.conv3d_narrow`` (a direct kernel that writes
+        channels-last, where torch's native kernel wrote a contiguous output to convert), and every other float32
+        convolution of a block by oneDNN, also the deep layers' small ones that torch would send to its native
+        kernel at batch 1 (autocast and autograd keep the modules).
 
         ``winograd`` (with ``channels_last``): the stride-1 3x3x3 and 1x3x3 convolutions go through
         ``fastpanc.ops.conv3d_same``, whose ``auto`` takes Winograd for float32 CPU inference on wide layers
@@ -256,6 +261,15 @@ class MultitaskResEncUNet(nn.Module):
             )
         fuse_inference(self, backend, winograd=winograd)
         self._set_channels_last(channels_last)
+        # channels-last: the stem's one-channel convolution by fastpanc's direct kernel, which writes that layout,
+        # and every other float32 CPU convolution of a block by oneDNN (ConvNormAct.conv_forward)
+        onednn = channels_last and torch.backends.mkldnn.is_available()
+        for m in self.modules():
+            if isinstance(m, ConvNormAct):
+                # auto: under autocast or autograd conv3d_narrow leaves the stem to torch (as _conv_backend does)
+                narrow = "reference" if backend == "reference" else "auto"
+                m.narrow_conv = narrow if channels_last and narrow_eligible(m.conv) else None
+                m.onednn_conv = onednn
         return self
 
     def fuse_training(self, backend: str | None = "auto", channels_last: bool = False) -> MultitaskResEncUNet:

@@ -6,7 +6,15 @@ The pure-torch reference of each op is its definition; every other backend is te
 from __future__ import annotations
 
 from fastpanc.ops._backend import BackendUnavailableError, slow_paths_taken
-from fastpanc.ops.aggregate import accumulate, accumulate_reference, finalize, finalize_reference
+from fastpanc.ops.aggregate import (
+    accumulate,
+    accumulate_reference,
+    argmax_labels,
+    argmax_labels_reference,
+    finalize,
+    finalize_reference,
+)
+from fastpanc.ops.conv_narrow import conv3d_narrow, conv3d_narrow_reference
 from fastpanc.ops.crop import (
     bounding_box,
     bounding_box_reference,
@@ -30,6 +38,8 @@ from fastpanc.ops.upsample import (
 from fastpanc.ops.winograd import conv3d_same, conv3d_same_reference
 
 __all__ = [
+    "argmax_labels",
+    "argmax_labels_reference",
     "BackendUnavailableError",
     "slow_paths_taken",
     "ct_normalize",
@@ -40,6 +50,8 @@ __all__ = [
     "avg_pool_down_reference",
     "conv3d_same",
     "conv3d_same_reference",
+    "conv3d_narrow",
+    "conv3d_narrow_reference",
     "depth_to_space_cat",
     "depth_to_space_cat_reference",
     "transposed_conv_as_1x1_weight",

@@ -190,3 +190,26 @@ def finalize(
     else:
         ext.finalize_cuda(*args, B.cuda_stream(acc))
     return labels, probs
+
+
+def argmax_labels_reference(logits: torch.Tensor) -> torch.Tensor:
+    """The definition: ``torch.argmax(logits, dim=0)`` as uint8 (first maximum wins)."""
+    return torch.argmax(logits, dim=0).to(torch.uint8)
+
+
+def argmax_labels(logits: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """Labels ``(Z, Y, X)`` uint8: the argmax over the classes of ``(K, Z, Y, X)`` float32 logits, in one pass.
+
+    torch's ``argmax`` over the outer dimension took 0.6-0.8 s for three classes of a 3.3-million-voxel CT on two
+    CPU cores and writes int64; this is :func:`finalize`'s kernel with a weight of one everywhere (a stride-0 view:
+    dividing by 1 is exact), 6 ms for the same. Float16 / bfloat16 logits are widened first. Backends as
+    :func:`finalize`; NaN follows ``torch.argmax`` (the first NaN wins).
+    """
+    if logits.dim() != 4:
+        raise ValueError(f"argmax_labels: logits must be (K, Z, Y, X), got {tuple(logits.shape)}")
+    if logits.dtype not in _LOGIT_DTYPES:
+        raise ValueError(f"argmax_labels: logits must be one of {_LOGIT_DTYPES}, got {logits.dtype}")
+    if backend == "reference":
+        return argmax_labels_reference(logits)
+    ones = torch.ones((), dtype=torch.float32, device=logits.device).expand(logits.shape[1:])
+    return finalize(logits.float(), ones, backend=backend)[0]

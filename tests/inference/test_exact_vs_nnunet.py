@@ -60,3 +60,34 @@ def test_exact_mode_matches_nnunet(nnunet_model, builders, shape, spacing, tta):
     assert agree >= 0.999, f"labels agree on {agree:.5f} of voxels"
     for label in (1, 2):
         assert _dice(labels, ref, label) >= 0.995, f"label {label}"
+
+
+# the three smallest of the 16 real test images (benchmarks/compare_predict.py runs all 16 with ResEnc M)
+REAL_CASES = ("quiz_512", "quiz_157", "quiz_045")
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("case", REAL_CASES)
+def test_exact_mode_matches_nnunet_on_real_test_images(nnunet_model, shared_data, case):
+    """The real CT, read as nnU-Net reads it (SimpleITK, float32), through both predictors with the tiny
+    random-init model: the same masks on >= 99.9% of voxels, per-label Dice >= 0.995."""
+    import SimpleITK as sitk
+
+    torch.set_num_threads(2)
+    path = shared_data / "real" / "test_images" / f"{case}_0000.nii.gz"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    img = sitk.ReadImage(str(path), sitk.sitkFloat32)
+    image = sitk.GetArrayFromImage(img)
+    spacing = tuple(float(s) for s in img.GetSpacing()[::-1])
+    ref = _nnunet_predictor(nnunet_model, tta=False).predict_single_npy_array(
+        image[None], {"spacing": list(spacing)}
+    )
+    ours = Predictor(nnunet_model, folds=[0], device="cpu", config=PredictConfig(mode="exact", tta=False))
+    labels = ours.predict_array(image, spacing).labels
+    assert labels.shape == ref.shape == image.shape
+    assert len(np.unique(ref)) > 1, "the reference predicts a single label: the comparison would be vacuous"
+    agree = float((labels == ref).mean())
+    assert agree >= 0.999, f"{case}: labels agree on {agree:.5f} of voxels"
+    for label in (1, 2):
+        assert _dice(labels, ref, label) >= 0.995, f"{case}: label {label}"

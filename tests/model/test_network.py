@@ -253,9 +253,9 @@ def test_channels_last_fused_inference_matches_contiguous(name: str, size: tuple
     assert len(layouts) > 10 and all(layouts)  # every convolution, conv block and residual block's output
     assert set(net.state_dict()) == keys
     assert all(s.is_contiguous() for s in got.seg)
-    for w, g in zip(want.seg, got.seg):
-        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got.cls, want.cls, rtol=1e-5, atol=1e-5)
+    for w, g in zip(want.seg, got.seg):  # the stem's direct kernel and oneDNN sum in other orders
+        torch.testing.assert_close(g, w, rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(got.cls, want.cls, rtol=2e-5, atol=2e-5)
     net.fuse_inference("cpu")  # back to contiguous weights: the contiguous path's outputs again
     assert all(p.is_contiguous() for p in net.parameters())
     with torch.inference_mode():
@@ -365,3 +365,50 @@ def test_fused_inference_on_cuda_in_float16() -> None:
     scale = want.abs().max().item()
     assert (got - want).abs().max().item() <= 0.02 * scale
     assert (got.argmax(1) == want.argmax(1)).float().mean().item() >= 0.99
+
+
+def test_channels_last_inference_convolutions_go_to_the_narrow_kernel_and_onednn(monkeypatch) -> None:
+    """Channels-last inference: the one-channel stem through conv3d_narrow's C++ kernel, every other 3D block
+    convolution through oneDNN, no 3x3 one through torch's native kernel (which batch-1 float32 calls with
+    N * C * D * H <= 20480, as every layer of this small network, would take); the logits stay those of the
+    contiguous fused network to float32 rounding. Autocast keeps the modules."""
+    from torch.profiler import ProfilerActivity, profile
+
+    import fastpanc.ops.conv_narrow as N
+
+    net = _randomised(_net("aniso3d", head="attention"))
+    x = torch.randn(1, 1, 8, 24, 32)
+    calls: list[tuple[int, ...]] = []
+    real = N._direct
+
+    def counting(x, weight, bias):
+        calls.append(tuple(weight.shape))
+        return real(x, weight, bias)
+
+    monkeypatch.setattr(N, "_direct", counting)
+    with torch.inference_mode():
+        want = net.fuse_inference("cpu")(x)
+        assert not calls
+        net.fuse_inference("cpu", channels_last=True)
+        stems = [m for m in net.modules() if isinstance(m, ConvNormAct) and m.narrow_conv is not None]
+        assert len(stems) == 1 and stems[0].conv.in_channels == 1
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            got = net(x)
+    events = prof.key_averages(group_by_input_shape=True)
+    native = [e.input_shapes[1] for e in events if e.key == "aten::slow_conv3d_forward"]
+    onednn = sum(e.count for e in events if e.key == "aten::mkldnn_convolution")
+    assert calls == [tuple(stems[0].conv.weight.shape)]
+    # only the 1x1 projections and the decoder's 1x1 upsampling / segmentation layers are left to torch's choice
+    assert native and all(tuple(w[2:]) == (1, 1, 1) for w in native)
+    assert onednn >= 10
+    for w, g in zip(want.seg, got.seg):
+        torch.testing.assert_close(g, w, rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(got.cls, want.cls, rtol=2e-5, atol=2e-5)
+    calls.clear()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert net(x).seg[0].dtype == torch.bfloat16
+    assert not calls  # under autocast the stem is torch's bfloat16 convolution
+    net.fuse_training("cpu")
+    assert all(
+        not m.onednn_conv and m.narrow_conv is None for m in net.modules() if isinstance(m, ConvNormAct)
+    )

@@ -9,6 +9,8 @@ from fastpanc.ops import (
     BackendUnavailableError,
     accumulate,
     accumulate_reference,
+    argmax_labels,
+    argmax_labels_reference,
     finalize,
     finalize_reference,
     gaussian_map,
@@ -169,3 +171,24 @@ def test_cuda_accumulate_finalize_match_reference(dtype, layout, cuda_ok):
     labels, probs = finalize(acc_c, w_c, True, backend="cuda")
     torch.testing.assert_close(labels.cpu(), want_l, rtol=0, atol=0)
     torch.testing.assert_close(probs.cpu(), want_p, rtol=2e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_argmax_labels_equals_torch_argmax(dtype):
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, 7, 9, 11, generator=g).to(dtype)
+    logits[:, 0, 0, :3] = 0.5  # ties: the first maximum wins, as in torch.argmax
+    logits[1, 1, 1, 1] = float("nan")  # NaN wins, as in torch.argmax
+    want = argmax_labels_reference(logits)
+    for backend in ("auto", "cpu"):
+        got = argmax_labels(logits, backend=backend)
+        assert got.dtype == torch.uint8 and torch.equal(got, want)
+    strided = logits.float().permute(0, 3, 2, 1)  # any strides
+    assert torch.equal(argmax_labels(strided), argmax_labels_reference(strided))
+
+
+def test_argmax_labels_refuses_bad_input():
+    with pytest.raises(ValueError, match="K, Z, Y, X"):
+        argmax_labels(torch.zeros(3, 4, 5))
+    with pytest.raises(ValueError, match="must be one of"):
+        argmax_labels(torch.zeros(3, 2, 2, 2, dtype=torch.int32))
