@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from fastpanc.ops import _backend as B
+from fastpanc.ops._conv import check_same_conv, choose_same_conv, same_conv_reference
 
 # auto takes the direct kernel up to this many input channels: 1 -> 32 channels at 64 x 128 x 192 took 0.098 s against
 # 0.123 s for oneDNN on channels-last input (0.203 s for torch's native kernel and the layout copy); from 2 input
@@ -27,11 +28,7 @@ MAX_CHANNELS = 1
 LANES = 16
 
 
-def conv3d_narrow_reference(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The definition: ``F.conv3d`` with stride 1 and 'same' padding (``kernel // 2`` on each side)."""
-    return F.conv3d(x, weight, bias, padding=tuple(k // 2 for k in weight.shape[2:]))
+conv3d_narrow_reference = same_conv_reference  # the definition: F.conv3d with padding kernel // 2
 
 
 def _cpu_reason(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> str | None:
@@ -61,30 +58,13 @@ def conv3d_narrow(
         ``(B, Co, Z, Y, X)``: channels-last (``torch.channels_last_3d``) from the ``cpu`` backend, as ``F.conv3d``
         returns it otherwise.
     """
-    if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor):
-        raise TypeError("conv3d_narrow: x and weight must be torch.Tensors")
-    if x.dim() != 5 or weight.dim() != 5 or weight.shape[1] != x.shape[1]:
-        raise ValueError(
-            f"conv3d_narrow: expected x (B, C, Z, Y, X) and weight (Co, C, kz, ky, kx) with the same C, got "
-            f"{tuple(x.shape)} and {tuple(weight.shape)}"
-        )
-    if any(k % 2 == 0 for k in weight.shape[2:]):
-        raise ValueError(
-            f"conv3d_narrow: 'same' padding needs odd kernel sizes, got {tuple(weight.shape[2:])}"
-        )
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"conv3d_narrow: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
-    if backend == "auto":
-        # beyond a few input channels oneDNN's kernels are the fast path, so that is no slow path to report
-        use = x.shape[1] <= MAX_CHANNELS and _cpu_reason(x, weight, bias) is None
-        name = "cpu" if use else "reference"
-    else:
-        name = B.choose(
-            "conv3d_narrow",
-            backend,
-            {"reference": lambda: None, "cpu": lambda: _cpu_reason(x, weight, bias)},
-            ["cpu", "reference"],
-        )
+    check_same_conv("conv3d_narrow", x, weight, bias)
+    name = choose_same_conv(
+        "conv3d_narrow",
+        backend,
+        lambda: x.shape[1] <= MAX_CHANNELS and _cpu_reason(x, weight, bias) is None,
+        lambda: _cpu_reason(x, weight, bias),
+    )
     if name == "reference":
         return conv3d_narrow_reference(x, weight, bias)
     return _direct(x, weight, bias)

@@ -27,10 +27,10 @@ when asked (``MultitaskResEncUNet.fuse_inference(..., winograd=True)``).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch.utils.weak import WeakIdKeyDictionary
 
 from fastpanc.ops import _backend as B
+from fastpanc.ops._conv import check_same_conv, choose_same_conv, same_conv_reference
 
 # auto takes Winograd from this many input channels on (one layer at a time it beat oneDNN's kernel from 256 on)
 MIN_CHANNELS = 256
@@ -67,11 +67,7 @@ _ONE = torch.ones(1, 1, dtype=torch.float64)
 _transformed: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
-def conv3d_same_reference(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The definition: ``F.conv3d`` with stride 1 and 'same' padding (``kernel // 2`` on each side)."""
-    return F.conv3d(x, weight, bias, padding=tuple(k // 2 for k in weight.shape[2:]))
+conv3d_same_reference = same_conv_reference  # the definition: F.conv3d with padding kernel // 2
 
 
 def winograd_weight(weight: torch.Tensor, tile: int = 2) -> torch.Tensor:
@@ -160,34 +156,20 @@ def conv3d_same(
     Returns:
         ``(B, Co, Z, Y, X)``: channels-last from the ``cpu`` backend, as ``F.conv3d`` returns it otherwise.
     """
-    if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor):
-        raise TypeError("conv3d_same: x and weight must be torch.Tensors")
-    if x.dim() != 5 or weight.dim() != 5 or weight.shape[1] != x.shape[1]:
-        raise ValueError(
-            f"conv3d_same: expected x (B, C, Z, Y, X) and weight (Co, C, kz, ky, kx) with the same C, got "
-            f"{tuple(x.shape)} and {tuple(weight.shape)}"
-        )
-    if any(k % 2 == 0 for k in weight.shape[2:]):
-        raise ValueError(f"conv3d_same: 'same' padding needs odd kernel sizes, got {tuple(weight.shape[2:])}")
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"conv3d_same: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    check_same_conv("conv3d_same", x, weight, bias)
     tile = TILE if tile is None else tile
     _check_tile(tile)
-    if backend == "auto":
+    name = choose_same_conv(
+        "conv3d_same",
+        backend,
         # Winograd where it is the faster path; F.conv3d (oneDNN, cuDNN) is the right kernel everywhere else
-        use = (
+        lambda: (
             x.shape[1] >= MIN_CHANNELS
             and _tile_count(x.shape, weight.shape[2], tile) >= MIN_TILES
             and _winograd_reason(x, weight, bias) is None
-        )
-        name = "cpu" if use else "reference"
-    else:
-        name = B.choose(
-            "conv3d_same",
-            backend,
-            {"reference": lambda: None, "cpu": lambda: _winograd_reason(x, weight, bias)},
-            ["cpu", "reference"],
-        )
+        ),
+        lambda: _winograd_reason(x, weight, bias),
+    )
     if name == "reference":
         return conv3d_same_reference(x, weight, bias)
     return _winograd(x, weight, bias, chunk_tiles, tile)
