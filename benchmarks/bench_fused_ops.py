@@ -191,6 +191,14 @@ def _record_layouts(name, results, labels, extra, benchmark, fn, setup):
     _record(name, results[:2], extra, benchmark, fn, setup)
 
 
+def _record_cl_vs_contiguous(name, extra, benchmark, modules, fused_cl, fused):
+    """nnU-Net's modules, fastpanc's channels-last kernel and its contiguous one in paired rounds (no set-up);
+    recorded as the channels-last row, the contiguous time in ``extra``."""
+    results = _paired([(modules, lambda: None), (fused_cl, lambda: None), (fused, lambda: None)])
+    extra = {**extra, "layout": "channels_last_3d"}
+    _record_layouts(name, results, ["fastpanc_contiguous"], extra, benchmark, fused_cl, lambda: None)
+
+
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_norm_act_channels_last(benchmark, precision):
     _skip_without_bf16(precision)
@@ -258,22 +266,9 @@ def test_upsample_cat_channels_last(benchmark, precision):
     assert got.is_contiguous(memory_format=CL)
     max_diff = float((want - got.float()).abs().max())
     assert max_diff <= (1e-4 if precision == "float32" else 0.1)
-    results = _paired([(modules, lambda: None), (fused_cl, lambda: None), (fused, lambda: None)])
-    extra = {
-        "input": list(x.shape),
-        "skip": list(skip.shape),
-        "dtype": precision,
-        "layout": "channels_last_3d",
-        "max_abs_diff": max_diff,
-    }
-    _record_layouts(
-        f"kernel_upsample_cat_cl_{precision}",
-        results,
-        ["fastpanc_contiguous"],
-        extra,
-        benchmark,
-        fused_cl,
-        lambda: None,
+    extra = {"input": list(x.shape), "skip": list(skip.shape), "dtype": precision, "max_abs_diff": max_diff}
+    _record_cl_vs_contiguous(
+        f"kernel_upsample_cat_cl_{precision}", extra, benchmark, modules, fused_cl, fused
     )
 
 
@@ -300,22 +295,8 @@ def test_avg_pool_channels_last(benchmark, precision):
     assert got.is_contiguous(memory_format=CL)
     max_diff = float((modules(None).float() - got.float()).abs().max())
     assert max_diff <= (1e-5 if precision == "float32" else 0.02)
-    results = _paired([(modules, lambda: None), (fused_cl, lambda: None), (fused, lambda: None)])
-    extra = {
-        "shape": list(x.shape),
-        "dtype": precision,
-        "layout": "channels_last_3d",
-        "max_abs_diff": max_diff,
-    }
-    _record_layouts(
-        f"kernel_avg_pool_cl_{precision}",
-        results,
-        ["fastpanc_contiguous"],
-        extra,
-        benchmark,
-        fused_cl,
-        lambda: None,
-    )
+    extra = {"shape": list(x.shape), "dtype": precision, "max_abs_diff": max_diff}
+    _record_cl_vs_contiguous(f"kernel_avg_pool_cl_{precision}", extra, benchmark, modules, fused_cl, fused)
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])

@@ -1,34 +1,15 @@
+#include "bind/norm_act_defs.h"
 #include "cpu/norm_act.h"
-#include "registry.h"
 
-namespace py = pybind11;
 using namespace fastpanc;
 
 FASTPANC_BIND(instance_norm_act) {
-  m.def(
-      "instance_norm_act_cpu",
-      [](std::uintptr_t x, int x_dtype, std::uintptr_t residual, int residual_dtype, std::uintptr_t out,
-         int out_dtype, int64_t planes, int64_t channels, int64_t n, std::uintptr_t gamma, std::uintptr_t beta,
-         float eps, bool act, float negative_slope, std::uintptr_t mean_out, std::uintptr_t rstd_out) {
-        py::gil_scoped_release nogil;
-        cpu::instance_norm_act(x, static_cast<DType>(x_dtype), residual, static_cast<DType>(residual_dtype), out,
-                               static_cast<DType>(out_dtype), planes, channels, n, gamma, beta, eps, act,
-                               negative_slope, mean_out, rstd_out);
-      },
+  bind::def_norm_forward<cpu::instance_norm_act>(
+      m, "instance_norm_act_cpu", "planes",
       "Instance norm + residual + LeakyReLU in one kernel over contiguous (planes, n) data (CPU, OpenMP); "
       "optionally writes each plane's mean and rstd (float32) for the backward.");
-  m.def(
-      "instance_norm_act_backward_cpu",
-      [](std::uintptr_t grad_out, int grad_out_dtype, std::uintptr_t x, int x_dtype, std::uintptr_t y, int y_dtype,
-         std::uintptr_t grad_x, int grad_x_dtype, std::uintptr_t grad_residual, int grad_residual_dtype,
-         int64_t planes, int64_t channels, int64_t n, std::uintptr_t mean, std::uintptr_t rstd, std::uintptr_t gamma,
-         std::uintptr_t sum_dz, std::uintptr_t sum_dz_xhat, bool act, float negative_slope) {
-        py::gil_scoped_release nogil;
-        cpu::instance_norm_act_backward(grad_out, static_cast<DType>(grad_out_dtype), x, static_cast<DType>(x_dtype),
-                                        y, static_cast<DType>(y_dtype), grad_x, static_cast<DType>(grad_x_dtype),
-                                        grad_residual, static_cast<DType>(grad_residual_dtype), planes, channels, n,
-                                        mean, rstd, gamma, sum_dz, sum_dz_xhat, act, negative_slope);
-      },
+  bind::def_norm_backward<cpu::instance_norm_act_backward>(
+      m, "instance_norm_act_backward_cpu",
       "Backward of instance_norm_act (CPU, OpenMP): grad_x, grad_residual and the per-plane sums of dz and "
       "dz * xhat that give grad_weight and grad_bias.");
 }
