@@ -177,9 +177,14 @@ class ConvNormAct(nn.Module):
 def winograd_eligible(conv: nn.Module) -> bool:
     """Whether ``conv`` is a convolution :func:`fastpanc.ops.conv3d_same` computes: 3D, (3, 3, 3) or (1, 3, 3)
     kernel, stride 1, 'same' zero padding, no dilation or groups."""
+    return _same_stride1_conv3d(conv) and tuple(conv.kernel_size) in ((3, 3, 3), (1, 3, 3))
+
+
+def _same_stride1_conv3d(conv: nn.Module) -> bool:
+    """A 3D convolution with odd kernel sizes, stride 1, 'same' zero padding, no dilation or groups."""
     return (
         type(conv) is nn.Conv3d
-        and tuple(conv.kernel_size) in ((3, 3, 3), (1, 3, 3))
+        and all(k % 2 == 1 for k in conv.kernel_size)
         and tuple(conv.stride) == (1, 1, 1)
         and tuple(conv.dilation) == (1, 1, 1)
         and conv.groups == 1
@@ -207,19 +212,12 @@ def narrow_eligible(conv: nn.Module) -> bool:
     """Whether ``conv`` is a convolution :func:`fastpanc.ops.conv3d_narrow` takes in ``auto``: 3D, at most
     :data:`fastpanc.ops.conv_narrow.MAX_CHANNELS` input channels, odd kernel, stride 1, 'same' zero padding, no
     dilation or groups."""
-    return (
-        type(conv) is nn.Conv3d
-        and conv.in_channels <= NARROW_MAX_CHANNELS
-        and all(k % 2 == 1 for k in conv.kernel_size)
-        and tuple(conv.stride) == (1, 1, 1)
-        and tuple(conv.dilation) == (1, 1, 1)
-        and conv.groups == 1
-        and conv.padding_mode == "zeros"
-        and tuple(conv.padding) == tuple(k // 2 for k in conv.kernel_size)
-    )
+    return _same_stride1_conv3d(conv) and conv.in_channels <= NARROW_MAX_CHANNELS
 
 
-def fuse_inference(module: nn.Module, backend: str | None = "auto", winograd: bool = False) -> None:
+def fuse_inference(
+    module: nn.Module, backend: str | None = "auto", winograd: bool = False, channels_last: bool = False
+) -> None:
     """Switch the blocks under ``module`` to fused inference passes run by ``backend`` (a
     ``fastpanc.ops`` backend name), or back to the torch modules with ``None``.
 
@@ -231,13 +229,21 @@ def fuse_inference(module: nn.Module, backend: str | None = "auto", winograd: bo
       ``depth_to_space_cat``, which also writes the skip (no ``torch.cat``);
     - every :class:`BasicBlockD`: the strided skip's average pooling as ``avg_pool_down`` in the input's dtype.
 
+    With ``channels_last`` (the caller converts the layout) and a backend, a block's one-channel stem convolution runs
+    as ``conv3d_narrow`` (channels-last out) and every other float32 CPU block convolution straight through oneDNN
+    (``ConvNormAct.conv_forward``).
+
     The upsampling and pooling passes have no backward: use this for prediction only (:func:`fuse_training`
     fuses what trains).
     """
+    onednn = channels_last and backend is not None and torch.backends.mkldnn.is_available()
     for m in module.modules():
         if isinstance(m, ConvNormAct):
             m.fused_norm = _norm_backend(m, backend, "fuse_inference")
             m.fused_conv = _conv_backend(m, backend, winograd)
+            narrow = channels_last and backend is not None and narrow_eligible(m.conv)
+            m.narrow_conv = _kernel_backend(backend) if narrow else None
+            m.onednn_conv = onednn
         elif isinstance(m, UNetDecoder):
             m.fused_upsample = backend
         elif isinstance(m, BasicBlockD):
@@ -266,6 +272,13 @@ def _conv_backend(m: ConvNormAct, backend: str | None, winograd: bool) -> str | 
     ``reference`` when asked, ``None`` (the module) without ``winograd`` or for other convolutions."""
     if backend is None or not winograd or not winograd_eligible(m.conv):
         return None
+    return _kernel_backend(backend)
+
+
+def _kernel_backend(backend: str) -> str:
+    """A convolution op's backend for a fused-pass ``backend``: ``auto`` (the op's C++ kernel only where it takes
+    the call: not under autocast or autograd, and an explicit ``cpu`` must not force it there), or the
+    ``reference`` when asked."""
     return "reference" if backend == "reference" else "auto"
 
 

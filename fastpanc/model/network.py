@@ -20,7 +20,6 @@ from fastpanc.model.blocks import (
     UNetDecoder,
     fuse_inference,
     fuse_training,
-    narrow_eligible,
 )
 from fastpanc.model.heads import HeadConfig, build_head
 from fastpanc.model.plans_arch import ArchConfig, arch_from_plans
@@ -259,17 +258,8 @@ class MultitaskResEncUNet(nn.Module):
                 "fuse_inference: winograd=True needs channels_last=True (the Winograd convolution reads and writes "
                 "channels-last tensors)"
             )
-        fuse_inference(self, backend, winograd=winograd)
+        fuse_inference(self, backend, winograd=winograd, channels_last=channels_last)
         self._set_channels_last(channels_last)
-        # channels-last: the stem's one-channel convolution by fastpanc's direct kernel, which writes that layout,
-        # and every other float32 CPU convolution of a block by oneDNN (ConvNormAct.conv_forward)
-        onednn = channels_last and torch.backends.mkldnn.is_available()
-        for m in self.modules():
-            if isinstance(m, ConvNormAct):
-                # auto: under autocast or autograd conv3d_narrow leaves the stem to torch (as _conv_backend does)
-                narrow = "reference" if backend == "reference" else "auto"
-                m.narrow_conv = narrow if channels_last and narrow_eligible(m.conv) else None
-                m.onednn_conv = onednn
         return self
 
     def fuse_training(self, backend: str | None = "auto", channels_last: bool = False) -> MultitaskResEncUNet:

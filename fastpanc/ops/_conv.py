@@ -32,6 +32,22 @@ def check_same_conv(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.
         raise ValueError(f"{op}: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
 
 
+def float32_cpu_reason(
+    kernel: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> str | None:
+    """Why a float32 C++ inference kernel (``kernel`` names it) cannot take this call, or None: CPU tensors,
+    no autograd, no CPU autocast (the convolution then belongs to torch in the autocast dtype), float32."""
+    why = B.cpu_inference_reason(x, weight, bias)
+    if why is not None:
+        return why
+    if torch.is_autocast_enabled("cpu"):
+        return "CPU autocast is on: the convolution runs in its autocast dtype (F.conv3d)"
+    for t in (x, weight, bias):
+        if t is not None and t.dtype != torch.float32:
+            return f"the {kernel} kernel takes float32 tensors, got {t.dtype}"
+    return None
+
+
 def choose_same_conv(
     op: str, backend: str, auto_takes_cpu: Callable[[], bool], cpu_reason: Callable[[], str | None]
 ) -> str:

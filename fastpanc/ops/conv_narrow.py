@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from fastpanc.ops import _backend as B
-from fastpanc.ops._conv import check_same_conv, choose_same_conv, same_conv_reference
+from fastpanc.ops._conv import check_same_conv, choose_same_conv, float32_cpu_reason, same_conv_reference
 
 # auto takes the direct kernel up to this many input channels: 1 -> 32 channels at 64 x 128 x 192 took 0.098 s against
 # 0.123 s for oneDNN on channels-last input (0.203 s for torch's native kernel and the layout copy); from 2 input
@@ -32,15 +32,7 @@ conv3d_narrow_reference = same_conv_reference  # the definition: F.conv3d with p
 
 
 def _cpu_reason(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> str | None:
-    why = B.cpu_inference_reason(x, weight, bias)
-    if why is not None:
-        return why
-    if torch.is_autocast_enabled("cpu"):
-        return "CPU autocast is on: the convolution runs in its autocast dtype (F.conv3d)"
-    for t in (x, weight, bias):
-        if t is not None and t.dtype != torch.float32:
-            return f"the direct kernel takes float32 tensors, got {t.dtype}"
-    return None
+    return float32_cpu_reason("direct", x, weight, bias)
 
 
 def conv3d_narrow(

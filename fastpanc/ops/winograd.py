@@ -30,7 +30,7 @@ import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
 from fastpanc.ops import _backend as B
-from fastpanc.ops._conv import check_same_conv, choose_same_conv, same_conv_reference
+from fastpanc.ops._conv import check_same_conv, choose_same_conv, float32_cpu_reason, same_conv_reference
 
 # auto takes Winograd from this many input channels on (one layer at a time it beat oneDNN's kernel from 256 on)
 MIN_CHANNELS = 256
@@ -121,13 +121,9 @@ def _check_tile(tile: int) -> None:
 
 
 def _winograd_reason(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> str | None:
-    why = B.cpu_inference_reason(x, weight, bias)
+    why = float32_cpu_reason("Winograd", x, weight, bias)
     if why is not None:
         return why
-    if torch.is_autocast_enabled("cpu"):
-        return "CPU autocast is on: the convolution runs in its autocast dtype (F.conv3d)"
-    if x.dtype != torch.float32 or weight.dtype != torch.float32:
-        return f"the Winograd kernel takes float32, got {x.dtype} input and {weight.dtype} weight"
     if not _weight_shape_ok(weight):
         return f"the Winograd kernel takes (Co, C, 1 or 3, 3, 3) weights, got {tuple(weight.shape)}"
     return None
