@@ -65,3 +65,14 @@ def test_bad_result_file(tools, tmp_path):
     (tmp_path / "results" / "x-cpu.json").write_text('{"name": "x"}')
     with pytest.raises(ValueError, match="missing keys"):
         report.main(["--results", str(tmp_path / "results"), "--markdown", str(md)])
+
+
+def test_cpu_model_names_family_and_model(tools):
+    record = tools[0]
+    info = (
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n\n"
+        "processor\t: 1\ncpu family\t: 99\nmodel\t\t: 9\nmodel name\t: other\n"
+    )
+    assert record.cpu_model(info) == "AMD EPYC (family 26, model 2)"
+    assert record.cpu_model("model name\t: Intel(R) Xeon(R) Processor\n") == "Intel(R) Xeon(R) Processor"
+    assert record.cpu_model("").endswith(" CPU")
