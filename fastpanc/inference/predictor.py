@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,8 +95,7 @@ class Predictor:
             )
         self.networks = []
         for state in self.model.states:  # weights are loaded once, one network per fold
-            net = self.model.build_network()
-            net.load_state_dict(state)
+            net = network_with_weights(self.model.build_network, state, self.model.path)
             if self.config.fused_inference:
                 if hasattr(net, "fuse_inference"):
                     net.fuse_inference("auto", channels_last=bool(self.config.channels_last))
@@ -277,3 +276,32 @@ class Predictor:
 
 # foreground logits outside the region of interest: softmax gives them ~1e-13 next to background's 0
 ROI_OUTSIDE_LOGIT = -30.0
+
+
+def network_with_weights(
+    build: Callable[[], torch.nn.Module], state: Mapping[str, torch.Tensor], source: object = "the checkpoint"
+) -> torch.nn.Module:
+    """``build()`` on the meta device, then the checkpoint's ``state`` as its tensors.
+
+    Building on a real device would first fill every weight with its random initialisation (He normal for each
+    convolution: 1.3 s for ResEnc M on 2 CPU cores, about a fifth of a one-image prediction), only to overwrite it
+    with the checkpoint. On the meta device nothing is allocated or drawn; ``load_state_dict(assign=True)`` then
+    makes the checkpoint's tensors the module's (strict: every parameter and persistent buffer must be in it).
+    Floating-point weights keep the module's dtype, as a copy into it would. A tensor the state does not provide
+    (a non-persistent buffer) raises, naming it.
+    """
+    with torch.device("meta"):
+        net = build()
+    dtypes = {k: v.dtype for k, v in net.state_dict().items()}
+    state = {
+        k: v.to(dtypes[k]) if k in dtypes and v.is_floating_point() and dtypes[k].is_floating_point else v
+        for k, v in state.items()
+    }
+    net.load_state_dict(state, strict=True, assign=True)
+    unset = [n for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
+    if unset:
+        raise RuntimeError(
+            f"{source}: the network has tensors its checkpoint does not set ({', '.join(unset[:5])}"
+            f"{', ...' if len(unset) > 5 else ''}); fastpanc cannot predict with it"
+        )
+    return net

@@ -117,8 +117,11 @@ class MultitaskResEncUNet(nn.Module):
             self.head = build_head(
                 cfg, self.encoder.output_channels, self.decoder.output_channels, num_subtypes
             )
-        self.apply(_init_weights)
-        _zero_last_norm_in_blocks(self)
+        if next(self.parameters()).device.type != "meta":
+            # built on the meta device (a predictor that loads a checkpoint next) there is nothing to draw, and
+            # torch's meta kernels for the random fills import its compiler stack (seconds)
+            self.apply(_init_weights)
+            _zero_last_norm_in_blocks(self)
 
     @classmethod
     def from_plans(
