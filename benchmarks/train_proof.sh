@@ -34,8 +34,8 @@ LAMBDA="${LAMBDA:-1.0}"  # weight of the subtype loss
 VAL_FRACTION="${VAL_FRACTION:-0.2}"  # of the training cohort, for validation (the best checkpoint)
 # label smoothing of the subtype cross-entropy, and the moving average of the weights (decay per step; 0: off): run V
 # (benchmarks/RESULTS.md) took held-out macro-F1 from R's 0.788 to 0.862 with both, on the same data; one at a time
-# on one machine (runs X, Y, Z) the smoothing alone gave 0.878, the average alone 0.819, both 0.843, and the
-# average's update cost 13% of the epochs: so the smoothing is on and the average off
+# on one machine (runs X, Y, Z, S) the smoothing alone gave 0.878 and 0.828, the average alone 0.819, both 0.843,
+# and the average's update cost 13% of the epochs: so the smoothing is on and the average off
 WEIGHT_EMA="${WEIGHT_EMA:-0}"
 LABEL_SMOOTHING="${LABEL_SMOOTHING:-0.1}"
 rm -rf "$OUT"
