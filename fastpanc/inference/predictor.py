@@ -287,8 +287,9 @@ def network_with_weights(
     convolution: 1.3 s for ResEnc M on 2 CPU cores, about a fifth of a one-image prediction), only to overwrite it
     with the checkpoint. On the meta device nothing is allocated or drawn; ``load_state_dict(assign=True)`` then
     makes the checkpoint's tensors the module's (strict: every parameter and persistent buffer must be in it).
-    Floating-point weights keep the module's dtype, as a copy into it would. A tensor the state does not provide
-    (a non-persistent buffer) raises, naming it.
+    Floating-point weights keep the module's dtype, as a copy into it would. Errors name ``source``: torch's for
+    missing, unexpected or mis-shaped weights, and ours for a tensor the state does not provide (a non-persistent
+    buffer).
     """
     with torch.device("meta"):
         net = build()
@@ -297,7 +298,10 @@ def network_with_weights(
         k: v.to(dtypes[k]) if k in dtypes and v.is_floating_point() and dtypes[k].is_floating_point else v
         for k, v in state.items()
     }
-    net.load_state_dict(state, strict=True, assign=True)
+    try:
+        net.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as e:  # missing / unexpected keys, shape mismatches: say whose checkpoint
+        raise RuntimeError(f"{source}: {e}") from e
     unset = [n for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
     if unset:
         raise RuntimeError(

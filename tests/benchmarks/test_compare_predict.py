@@ -42,7 +42,8 @@ def test_agreement_counts_the_voxels_that_differ_and_the_table_shows_them(compar
     import SimpleITK as sitk
 
     ref, other = tmp_path / "nnunet", tmp_path / "exact"
-    ref.mkdir(), other.mkdir()
+    ref.mkdir()
+    other.mkdir()
     a = np.zeros((10, 20, 30), np.uint8)
     a[2:6, 5:15, 5:25] = 1
     a[3:5, 8:12, 10:20] = 2

@@ -73,6 +73,12 @@ def test_a_missing_weight_is_an_error(builders):
         network_with_weights(_build(plans), state)
 
 
+def test_a_mis_shaped_weight_is_an_error_naming_the_checkpoint():
+    state = {"weight": torch.ones(3, 2), "bias": torch.zeros(2)}
+    with pytest.raises(RuntimeError, match=r"(?s)^model_y: .*size mismatch for weight"):
+        network_with_weights(lambda: nn.Linear(2, 2), state, "model_y")
+
+
 class _WithScratch(nn.Module):
     def __init__(self) -> None:
         super().__init__()
